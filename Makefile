@@ -1,0 +1,35 @@
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install test lint typecheck pytest demo bench pg clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: install
+	$(VENV)/bin/mypy
+
+pytest: install pg
+	$(VENV)/bin/pytest -q
+
+test: lint typecheck pytest
+
+# Starts a local PostgreSQL with the test database when it can (no-op if already up).
+pg:
+	@scripts/pg-up.sh || echo "warning: PostgreSQL not available; PG tests will fail under CI" >&2
+
+bench: install
+	$(PY) -m bench upsert --quick
+
+clean:
+	rm -rf $(VENV) var/*.db .mypy_cache .pytest_cache .ruff_cache

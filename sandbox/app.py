@@ -1,0 +1,223 @@
+"""The simulator base class and the aiohttp app that mounts every vendor under its prefix.
+
+Each vendor is a :class:`VendorSim` mounted at ``/{name}``. Its middleware counts the
+request (stats), enforces the vendor's limits, injects faults, then calls the vendor's
+own handler. Control endpoints under ``/{name}/_sandbox/`` bypass all of that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from aiohttp import web
+
+from sandbox.clock import Clock, SystemClock
+from sandbox.faults import Faults
+from sandbox.limits import Admission, LimitConfig, Limiter
+from sandbox.stats import VendorStats
+
+CONTROL_PREFIX = "/_sandbox/"
+
+
+@dataclass
+class SandboxOptions:
+    records: int = 1000  # records per entity
+    seed: int = 42
+    latency_ms: float = 0.0
+    clock: Clock = field(default_factory=SystemClock)
+    # Per-vendor overrides: {"aimsio": {"limits": {...}, "faults": {...}, ...vendor keys}}
+    vendors: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def for_vendor(self, name: str) -> dict[str, Any]:
+        return dict(self.vendors.get(name, {}))
+
+
+class VendorSim:
+    """Base of one vendor's simulator. Subclasses add routes and vendor behaviour.
+
+    Class attributes a subclass sets:
+    - ``name``: the vendor id and URL prefix.
+    - ``default_limits``: how the real vendor limits clients.
+    - ``contract``: the documented caps a compliant client keeps (for violation counting).
+    - ``extra_faults``: names of vendor-specific fault switches accepted in ``faults.extra``.
+    """
+
+    name: ClassVar[str]
+    default_limits: ClassVar[LimitConfig] = LimitConfig()
+    contract_max_parallel: ClassVar[int | None] = None
+    contract_rate_per_s: ClassVar[float | None] = None
+    extra_faults: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, options: SandboxOptions) -> None:
+        self.options = options
+        self.clock = options.clock
+        own = options.for_vendor(self.name)
+        limits = LimitConfig(**self.default_limits.__dict__)
+        limits.update(own.pop("limits", {}))
+        self.limiter = Limiter(limits)
+        self.stats = VendorStats(
+            max_parallel=self.contract_max_parallel, rate_per_s=self.contract_rate_per_s
+        )
+        self._initial_faults = {"latency_ms": options.latency_ms, **own.pop("faults", {})}
+        self.faults = self._fresh_faults()
+        self.settings = own  # vendor-specific keys, read by subclasses
+
+    def _fresh_faults(self) -> Faults:
+        faults = Faults(seed=self.options.seed)
+        faults.update(self._initial_faults, self.extra_faults)
+        return faults
+
+    # --- hooks for subclasses -------------------------------------------------------------
+    def setup_routes(self, app: web.Application) -> None:
+        raise NotImplementedError
+
+    def error_response(self, status: int, message: str) -> web.Response:
+        """The vendor's own error body shape; override per vendor."""
+        return web.json_response({"message": message}, status=status)
+
+    def timeout_response(self) -> web.Response:
+        return web.Response(status=self.limiter.config.timeout_status)
+
+    async def mutate(self, body: dict[str, Any]) -> dict[str, Any]:
+        raise web.HTTPBadRequest(text="this simulator has no mutation API")
+
+    def reset_data(self) -> None:
+        """Called by ``POST /_sandbox/reset`` with ``{"data": true}``; optional."""
+
+    # --- shared machinery -------------------------------------------------------------------
+    def build(self) -> web.Application:
+        app = web.Application(middlewares=[self._middleware])
+        app.router.add_get("/_sandbox/stats", self._get_stats)
+        app.router.add_post("/_sandbox/faults", self._post_faults)
+        app.router.add_get("/_sandbox/faults", self._get_faults)
+        app.router.add_post("/_sandbox/reset", self._post_reset)
+        app.router.add_post("/_sandbox/mutate", self._post_mutate)
+        self.setup_routes(app)
+        return app
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.match_info.route.resource is not None and CONTROL_PREFIX in request.path:
+            return await handler(request)  # type: ignore[no-any-return]
+        self.stats.arrive(request.path)
+        admission = Admission(False, 500)
+        status = 500
+        try:
+            admission = await self.limiter.admit(request.remote or "?")
+            if not admission.admitted:
+                if admission.status == 429:
+                    self.stats.rate_limited += 1
+                    resp: web.StreamResponse = self.error_response(429, "Too Many Requests")
+                else:
+                    self.stats.timeouts += 1
+                    resp = self.timeout_response()
+                status = resp.status
+                return resp
+            resp = await self._with_faults(request, handler)
+            status = resp.status
+            return resp
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            self.limiter.release(admission)
+            self.stats.depart(status)
+
+    async def _with_faults(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        faults = self.faults
+        delay = faults.delay_s()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if faults.roll(faults.reset_rate):
+            self.stats.errors_injected += 1
+            if request.transport is not None:
+                request.transport.abort()
+            raise asyncio.CancelledError  # aiohttp drops the connection without a response
+        if faults.roll(faults.error_rate):
+            self.stats.errors_injected += 1
+            return self.error_response(faults.error_status, "Injected server error")
+        resp: web.StreamResponse = await handler(request)
+        if isinstance(resp, web.Response) and resp.body is not None and resp.status < 400:
+            body = resp.body if isinstance(resp.body, bytes) else None
+            if body and faults.roll(faults.truncate_rate):
+                self.stats.errors_injected += 1
+                return await _send_truncated(request, resp, body)
+            is_json = (resp.content_type or "").endswith("json")
+            if body and is_json and faults.roll(faults.malformed_rate):
+                self.stats.errors_injected += 1
+                return web.Response(
+                    body=body[: max(1, len(body) // 2)] + b"<!-- not json",
+                    status=resp.status,
+                    content_type=resp.content_type,
+                )
+        return resp
+
+    async def _get_stats(self, request: web.Request) -> web.Response:
+        return web.json_response({"vendor": self.name, **self.stats.to_dict()})
+
+    async def _get_faults(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {"faults": self.faults.to_dict(), "limits": self.limiter.config.__dict__}
+        )
+
+    async def _post_faults(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        try:
+            limits = body.pop("limits", None)
+            if limits is not None:
+                self.limiter.config.update(limits)
+            self.faults.update(body, self.extra_faults)
+        except (ValueError, TypeError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return await self._get_faults(request)
+
+    async def _post_reset(self, request: web.Request) -> web.Response:
+        body = await _json_body(request) if request.can_read_body else {}
+        self.stats.reset()
+        self.limiter.reset()
+        if body.get("faults", True):
+            self.faults = self._fresh_faults()
+        if body.get("data", False):
+            self.reset_data()
+        return web.json_response({"vendor": self.name, "reset": True})
+
+    async def _post_mutate(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        try:
+            result = await self.mutate(body)
+        except (ValueError, KeyError, TypeError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response(result)
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except json.JSONDecodeError as exc:
+        raise web.HTTPBadRequest(text=f"invalid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(text="expected a JSON object")
+    return body
+
+
+async def _send_truncated(
+    request: web.Request, resp: web.Response, body: bytes
+) -> web.StreamResponse:
+    out = web.StreamResponse(status=resp.status, headers={"Content-Type": resp.content_type})
+    out.content_length = len(body)
+    await out.prepare(request)
+    await out.write(body[: len(body) // 2])
+    if request.transport is not None:
+        request.transport.abort()
+    return out
+
+
+def build_app(sims: list[VendorSim]) -> web.Application:
+    root = web.Application()
+    for sim in sims:
+        root.add_subapp(f"/{sim.name}", sim.build())
+    root["sims"] = {sim.name: sim for sim in sims}
+    return root
