@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck pytest demo bench pg clean
+.PHONY: install test lint typecheck pytest demo bench pg check-image clean
 
 install: $(STAMP)
 
@@ -28,8 +28,16 @@ test: lint typecheck pytest
 pg:
 	@scripts/pg-up.sh || echo "warning: PostgreSQL not available; PG tests will fail under CI" >&2
 
+demo: install
+	$(VENV)/bin/vendorsync demo
+
 bench: install
 	$(PY) -m bench upsert --quick
+	$(PY) -m bench aimsio_fetch --quick
+
+# Dockerfile (hadolint), compose file (docker-compose config), and the image's install steps.
+check-image: install
+	scripts/check-image.sh
 
 clean:
 	rm -rf $(VENV) var/*.db .mypy_cache .pytest_cache .ruff_cache

@@ -20,6 +20,7 @@ from sandbox.limits import Admission, LimitConfig, Limiter
 from sandbox.stats import VendorStats
 
 CONTROL_PREFIX = "/_sandbox/"
+MAX_BODY_BYTES = 256 * 1024**2  # aiohttp's 1 MiB default would refuse real-sized pushes
 
 
 @dataclass
@@ -89,7 +90,7 @@ class VendorSim:
 
     # --- shared machinery -------------------------------------------------------------------
     def build(self) -> web.Application:
-        app = web.Application(middlewares=[self._middleware])
+        app = web.Application(middlewares=[self._middleware], client_max_size=MAX_BODY_BYTES)
         app.router.add_get("/_sandbox/stats", self._get_stats)
         app.router.add_post("/_sandbox/faults", self._post_faults)
         app.router.add_get("/_sandbox/faults", self._get_faults)
@@ -101,7 +102,8 @@ class VendorSim:
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
         if request.match_info.route.resource is not None and CONTROL_PREFIX in request.path:
-            return await handler(request)  # type: ignore[no-any-return]
+            control: web.StreamResponse = await handler(request)
+            return control
         self.stats.arrive(request.path)
         admission = Admission(False, 500)
         status = 500
@@ -216,8 +218,7 @@ async def _send_truncated(
 
 
 def build_app(sims: list[VendorSim]) -> web.Application:
-    root = web.Application()
+    root = web.Application(client_max_size=MAX_BODY_BYTES)
     for sim in sims:
         root.add_subapp(f"/{sim.name}", sim.build())
-    root["sims"] = {sim.name: sim for sim in sims}
     return root

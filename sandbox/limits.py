@@ -61,8 +61,13 @@ class Limiter:
             return self._admit_reject(client)
         return await self._admit_queue()
 
+    @property
+    def running(self) -> int:
+        """Requests admitted and not yet answered: the server-side concurrency."""
+        return self._running
+
     def release(self, admission: Admission) -> None:
-        if admission.admitted and self.config.enabled and self.config.mode == "queue":
+        if admission.admitted and self.config.enabled:
             self._running -= 1
             self._slot_freed.set()
 
@@ -77,6 +82,7 @@ class Limiter:
         if cfg.max_parallel is not None and self._running >= cfg.max_parallel:
             return Admission(False, 429)
         window.append(now)
+        self._running += 1
         return Admission(True)
 
     async def _admit_queue(self) -> Admission:

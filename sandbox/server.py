@@ -60,15 +60,15 @@ async def start_sandbox(
 def describe(sandbox: RunningSandbox) -> list[str]:
     """Lines naming each vendor's base URL and fixed demo credentials."""
     lines = [f"vendorsync sandbox listening on {sandbox.base_url}"]
-    for name, sim in sandbox.sims.items():
+    for name in sandbox.sims:
         module = vendor_module(name)
         creds = ", ".join(f"{k}={v}" for k, v in module.DEMO_CREDENTIALS.items())
         lines.append(f"  {name:<7} {sandbox.url(name)}  ({creds})")
     return lines
 
 
-async def serve_forever(options: SandboxOptions, port: int) -> None:
-    sandbox = await start_sandbox(options, port=port)
+async def serve_forever(options: SandboxOptions, port: int, host: str = HOST) -> None:
+    sandbox = await start_sandbox(options, port=port, host=host)
     for line in describe(sandbox):
         print(line, flush=True)
     try:

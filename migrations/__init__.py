@@ -1,0 +1,1 @@
+"""Alembic migrations of the staging schema (shipped with the package)."""

@@ -1,0 +1,382 @@
+"""The ``vendorsync`` command line.
+
+Every command reports failures as one line on stderr: exit 2 for bad input (arguments,
+configuration), 1 for a failed operation; never a traceback for an expected error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Coroutine
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from service.config import Settings, effective_config, load_settings
+from service.errors import ConfigError, InputError, LeaseHeld, SyncError
+from service.logging import redact_text, setup_logging
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    name="vendorsync",
+    help="Incremental sync from vendor APIs into a SQL staging database, and push-back.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+# Piped output (CI logs, files) gets wide tables instead of rich's 80-column default.
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="TOML config file (default: $VENDORSYNC_CONFIG or config/vendorsync.toml).",
+    ),
+]
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    err.print(f"[red]error:[/red] {redact_text(message)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def settings_from(path: Path | None) -> Settings:
+    try:
+        settings = load_settings(path)
+    except ConfigError as exc:
+        fail(f"config: {exc}", 2)
+    setup_logging(settings.log_level, settings.log_format)
+    return settings
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine, mapping expected errors to one line and an exit code."""
+    try:
+        return asyncio.run(coro)
+    except (ConfigError, InputError) as exc:
+        fail(str(exc), 2)
+    except LeaseHeld as exc:
+        fail(str(exc), 1)
+    except SyncError as exc:
+        fail(str(exc), 1)
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
+
+
+def parse_since(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"not an ISO 8601 date or time: {value!r}") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def age(ts: datetime | None, now: datetime) -> str:
+    if ts is None:
+        return "-"
+    seconds = int((now - ts).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+@app.command("check-config")
+def check_config(config: ConfigOpt = None) -> None:
+    """Validate the configuration and print the effective settings, secrets masked."""
+    settings = settings_from(config)
+    out.print_json(json.dumps(effective_config(settings)))
+
+
+@app.command()
+def migrate(config: ConfigOpt = None) -> None:
+    """Upgrade the staging database schema to the latest migration."""
+    from service.db import create_engine
+    from service.db import migrate as do_migrate
+
+    settings = settings_from(config)
+
+    async def go() -> str:
+        engine = create_engine(settings.database.url)
+        try:
+            return await do_migrate(engine)
+        finally:
+            await engine.dispose()
+
+    revision = run_async(go())
+    out.print(f"schema at revision {revision}")
+
+
+@app.command()
+def status(config: ConfigOpt = None, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Show each stream's last run, result, rows, cursor and age."""
+    from service.engine.status import collect_status
+
+    settings = settings_from(config)
+    report = run_async(collect_status(settings))
+    if as_json:
+        out.print_json(json.dumps(report, default=str))
+        return
+    now = datetime.now(UTC)
+    table = Table(title="streams")
+    for col in ("vendor", "stream", "last run", "result", "rows", "staged", "cursor", "age"):
+        table.add_column(col, justify="right" if col in ("rows", "staged") else "left")
+    for s in report["streams"]:
+        table.add_row(
+            s["vendor"],
+            s["stream"],
+            s["last_run_started_at"].strftime("%Y-%m-%d %H:%M:%S")
+            if s["last_run_started_at"]
+            else "never",
+            s["last_run_status"] or "-",
+            str(s["last_run_rows"] if s["last_run_rows"] is not None else "-"),
+            str(s["staged_rows"]),
+            s["cursor"] or "-",
+            age(s["last_run_finished_at"] or s["last_run_started_at"], now),
+        )
+    out.print(table)
+    if report["outbox"]:
+        backlog = Table(title="push outbox")
+        for col in ("vendor", "entity", "status", "rows"):
+            backlog.add_column(col, justify="right" if col == "rows" else "left")
+        for r in report["outbox"]:
+            backlog.add_row(r["vendor"], r["entity"], r["status"], str(r["n"]))
+        out.print(backlog)
+    if report["failures"]:
+        failed = Table(title="recent push failures (rejected / invalid / dead)")
+        for col in ("id", "vendor", "entity", "key", "status", "attempts", "last error"):
+            failed.add_column(col)
+        for r in report["failures"]:
+            failed.add_row(
+                str(r["id"]),
+                r["vendor"],
+                r["entity"],
+                r["record_key"],
+                r["status"],
+                str(r["attempts"]),
+                (r["last_error"] or "")[:80],
+            )
+        out.print(failed)
+
+
+def _known(settings: Settings) -> str:
+    from service.connectors import REGISTRY
+
+    lines = []
+    for name, vendor in settings.vendors.items():
+        state = "" if vendor.enabled and name in REGISTRY else " (disabled)"
+        lines.append(f"{name}{state}: {', '.join(vendor.streams) or 'no streams'}")
+    return "; ".join(lines)
+
+
+@app.command()
+def resync(
+    vendor: Annotated[str, typer.Argument(help="Vendor id, e.g. aimsio.")],
+    stream: Annotated[str | None, typer.Argument(help="One stream; default: all enabled.")] = None,
+    full: Annotated[
+        bool, typer.Option("--full", help="Ignore checkpoints; re-read everything.")
+    ] = False,
+    since: Annotated[
+        str | None, typer.Option("--since", help="Re-read from this ISO 8601 time.")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Run one vendor's streams (or one stream) now, outside the schedule."""
+    from service.engine.resync import resync_streams
+
+    if full and since:
+        fail("--full and --since exclude each other", 2)
+    since_dt = parse_since(since)
+    settings = settings_from(config)
+    if vendor not in settings.vendors:
+        fail(f"unknown vendor {vendor!r}. Known vendors and streams: {_known(settings)}", 2)
+    results = run_async(
+        resync_streams(settings, vendor, stream, full=full, since=since_dt, console=err)
+    )
+    table = Table(title=f"resync {vendor}")
+    for col in ("stream", "result", "inserted", "updated", "unchanged", "deleted", "requests", "s"):
+        table.add_column(col)
+    failed = False
+    for r in results:
+        failed |= r.status != "succeeded"
+        c = r.counts
+        table.add_row(
+            r.stream,
+            r.status,
+            str(c.inserted),
+            str(c.updated),
+            str(c.unchanged),
+            str(c.deleted),
+            str(r.requests),
+            f"{r.duration_s:.1f}",
+        )
+    out.print(table)
+    for r in results:
+        if r.error:
+            err.print(f"{r.stream}: {redact_text(r.error)}", highlight=False)
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def run(
+    config: ConfigOpt = None,
+    once: bool = typer.Option(
+        False, "--once", help="Run every enabled stream and the outbox once, then exit."
+    ),
+) -> None:
+    """The daemon: scheduled syncs and pushes, /healthz, /readyz and /metrics."""
+    import signal
+
+    from service.daemon.scheduler import Daemon
+
+    settings = settings_from(config)
+    daemon = Daemon(settings)
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await daemon.run(stop, once=once)
+
+    run_async(go())
+
+
+push_app = typer.Typer(help="Send the push outbox to the vendors, or add rows to it.")
+app.add_typer(push_app, name="push")
+
+
+@push_app.callback(invoke_without_command=True)
+def push(
+    ctx: typer.Context,
+    vendor: str | None = typer.Option(None, "--vendor", help="Only this vendor's rows."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be sent and why."),
+    config: ConfigOpt = None,
+) -> None:
+    """Run the outbox once (mapping rules first): validate, skip unchanged, send, record."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from service.engine.push import push_once
+    from service.engine.runtime import Runtime
+
+    settings = settings_from(config)
+    if vendor is not None and vendor not in settings.vendors:
+        fail(f"unknown vendor {vendor!r}. Known vendors and streams: {_known(settings)}", 2)
+
+    async def go() -> Any:
+        async with Runtime(settings) as rt:
+            return await push_once(rt, vendor=vendor, dry_run=dry_run)
+
+    report = run_async(go())
+    table = Table(title="push (dry run: nothing sent)" if dry_run else "push")
+    for col in ("vendor", "entity", "key", "outcome", "detail"):
+        table.add_column(col)
+    for o in report.outcomes:
+        table.add_row(o.vendor, o.entity, o.record_key, o.status, o.detail or "")
+    out.print(table)
+    counts = report.counts()
+    summary = "; ".join(
+        f"{v}/{e}: " + ", ".join(f"{k} {n}" for k, n in sorted(c.items()))
+        for (v, e), c in sorted(counts.items())
+    )
+    out.print(summary or "outbox empty: nothing to send")
+
+
+@push_app.command("enqueue")
+def push_enqueue(
+    file: Path = typer.Option(..., "--file", "-f", help="JSON lines; '-' reads stdin."),
+    vendor: str | None = typer.Option(None, "--vendor", help="Vendor for lines that omit it."),
+    entity: str | None = typer.Option(None, "--entity", help="Entity for lines that omit it."),
+    force: bool = typer.Option(False, "--force", help="Add rows even if equal to earlier ones."),
+    config: ConfigOpt = None,
+) -> None:
+    """Add rows to the push outbox from a JSON-lines file (all lines or none)."""
+    from service.db import check_schema, create_engine
+    from service.engine.enqueue import enqueue_rows, parse_rows
+
+    settings = settings_from(config)
+    try:
+        text = sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8")
+    except OSError as exc:
+        fail(f"cannot read {file}: {exc.strerror}", 2)
+    try:
+        rows = parse_rows(
+            text.splitlines(), settings, vendor=vendor, entity=entity, source=str(file)
+        )
+    except InputError as exc:
+        fail(str(exc), 2)
+
+    async def go() -> int:
+        engine = create_engine(settings.database.url)
+        try:
+            await check_schema(engine)
+            return await enqueue_rows(engine, rows, force=force)
+        finally:
+            await engine.dispose()
+
+    added = run_async(go())
+    out.print(f"enqueued {added} of {len(rows)} rows ({len(rows) - added} equal to earlier rows)")
+
+
+@app.command()
+def demo(
+    records: int = typer.Option(30, min=10, max=10_000, help="Sandbox records per entity."),
+    config: ConfigOpt = None,
+) -> None:
+    """Sandbox + SQLite end to end: full sync, mutations, incremental sync, push, summary."""
+    from service.demo import render, run_demo, summary_json
+
+    settings = settings_from(config)
+    phases, report = run_async(run_demo(config, records=records, console=out))
+    caps = {
+        v: {"rate_per_s": s.rate_per_s, "max_parallel": s.max_parallel}
+        for v, s in settings.vendors.items()
+    }
+    for table in render(phases, report, caps):
+        out.print(table)
+    out.print(summary_json(phases, report), highlight=False, soft_wrap=True)
+    failed = [r for ph in phases for r in ph.results if r.status != "succeeded"]
+    if failed:
+        fail(f"{len(failed)} stream run(s) failed", 1)
+
+
+@app.command()
+def sandbox(
+    port: int = typer.Option(8765, min=0, max=65535, help="Port on 127.0.0.1."),
+    records: int = typer.Option(1000, min=10, max=1_000_000, help="Records per entity."),
+    latency_ms: float = typer.Option(0.0, "--latency-ms", min=0, help="Added latency per request."),
+    seed: int = typer.Option(42, help="Data generator seed."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind (0.0.0.0 inside a container)."),
+) -> None:
+    """Serve the five vendor simulators on 127.0.0.1 (one port, a path prefix per vendor)."""
+    from sandbox.app import SandboxOptions
+    from sandbox.server import serve_forever
+
+    options = SandboxOptions(records=records, seed=seed, latency_ms=latency_ms)
+    try:
+        asyncio.run(serve_forever(options, port, host=host))
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        fail(f"cannot serve on {host}:{port}: {exc.strerror}", 1)
+
+
+def main() -> None:
+    try:
+        app()
+    except SyncError as exc:  # anything a command let through
+        err.print(f"error: {redact_text(str(exc))}", highlight=False)
+        sys.exit(2 if isinstance(exc, ConfigError) else 1)

@@ -1,0 +1,281 @@
+"""Aimsio: list stubs, fetch only what changed, soft-delete what vanished; push master data.
+
+Incremental pull, per entity:
+1. ``GET /rest/api/standard/v1/{Entity}``: a bare array of ``{dtype, guid|id, updatedAt}``.
+2. Compare each ``updatedAt`` (epoch ms, as integers) with the staged cursor of that key.
+3. ``GET …/{Entity}/{id}`` only for new or changed keys, concurrently; the vendor limiter
+   (10 in flight, 10/s, shared by every stream of this process) is the only brake.
+4. The listing is complete, so keys missing from it are soft-deleted (last batch).
+
+A second run over unchanged data costs one list call per entity and writes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from service.connectors.base import (
+    Connector,
+    PushOutcome,
+    PushStatus,
+    StreamContext,
+    StreamSpec,
+)
+from service.errors import ParseError, RequestRejected
+from service.models import JSON, Batch, Record
+
+API = "/rest/api/standard/v1"
+
+# Entity → (list key in a POST body, natural key field). Only these accept pushes.
+PUSH_ENTITIES: dict[str, tuple[str, str]] = {
+    "User": ("userList", "userName"),
+    "Employee": ("employeeList", "employeeCode"),
+    "Equipment": ("equipmentList", "equipmentCode"),
+    "NRB": ("nrbList", "nrbNumber"),
+}
+
+EMPLOYMENT_TYPES = {"DIRECT_HIRE", "SUBCONTRACTOR"}
+EMPLOYEE_STATUSES = {
+    "active_employee_status",
+    "inactive_permanent_layoff_employee_status",
+    "inactive_temporary_layoff_employee_status",
+}
+REQUIRED: dict[str, tuple[str, ...]] = {
+    "User": ("userName", "userFirstName", "userLastName", "userIsActive"),
+    "Employee": (
+        "employeeCode",
+        "employmentType",
+        "employeeStatusUname",
+        "employeeFirstName",
+        "employeeLastName",
+    ),
+    "Equipment": ("equipmentCode",),
+    "NRB": ("nrbNumber",),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Stub:
+    key: str
+    updated_at: int
+
+
+def parse_stubs(entity: str, body: Any) -> list[Stub]:
+    """The GET-all listing → stubs; a shape we do not understand is a ParseError."""
+    if not isinstance(body, list):
+        raise ParseError(f"{entity} listing is not a JSON array", vendor="aimsio", stream=entity)
+    stubs: list[Stub] = []
+    for i, item in enumerate(body):
+        if not isinstance(item, dict):
+            raise ParseError(f"{entity} listing item {i} is not an object", vendor="aimsio")
+        key = item.get("guid") if item.get("guid") is not None else item.get("id")
+        updated = item.get("updatedAt")
+        if key is None or isinstance(updated, bool) or not isinstance(updated, int):
+            raise ParseError(
+                f"{entity} listing item {i} lacks guid/id or an integer updatedAt",
+                vendor="aimsio",
+                stream=entity,
+            )
+        stubs.append(Stub(str(key), updated))
+    return stubs
+
+
+def changed_stubs(stubs: Iterable[Stub], staged: dict[str, str | None]) -> list[Stub]:
+    """Stubs that are new or whose ``updatedAt`` differs from the staged cursor."""
+    out = []
+    for stub in stubs:
+        cursor = staged.get(stub.key)
+        if cursor is None or not cursor.lstrip("-").isdigit() or int(cursor) != stub.updated_at:
+            out.append(stub)
+    return out
+
+
+def validate_row(entity: str, row: JSON) -> str | None:
+    """Why Aimsio would reject this row, checked locally before sending; None if valid."""
+    if entity not in PUSH_ENTITIES:
+        return f"Aimsio does not accept pushes of {entity}"
+    missing = [f for f in REQUIRED[entity] if row.get(f) in (None, "")]
+    if missing:
+        return f"missing required field(s): {', '.join(missing)}"
+    if entity == "User":
+        if not (row.get("userRoleNames") or row.get("userRoleGuids")):
+            return "userRoleNames or userRoleGuids is required"
+        short = row.get("userShortCode")
+        if short is not None and len(str(short)) > 3:
+            return f"userShortCode {short!r} is longer than 3 characters"
+        if not isinstance(row.get("userIsActive"), bool):
+            return "userIsActive must be true or false"
+    if entity == "Employee":
+        if str(row["employmentType"]).strip() not in EMPLOYMENT_TYPES:
+            return f"employmentType must be one of {sorted(EMPLOYMENT_TYPES)}"
+        if row["employeeStatusUname"] not in EMPLOYEE_STATUSES:
+            return f"employeeStatusUname must be one of {sorted(EMPLOYEE_STATUSES)}"
+        if not (row.get("employeeTradeGuid") or row.get("employeeTradeCode")):
+            return "employeeTradeGuid or employeeTradeCode is required"
+    return None
+
+
+def parse_import_result(entity: str, keys: list[str], body: Any) -> list[PushOutcome]:
+    """Map an ``IntegrationImportResult`` onto the rows sent, in order.
+
+    Rows named in ``notices`` with severity ERROR are rejected with the notice text; the
+    rest were accepted (created or edited, as the counters tell when they are unambiguous).
+    """
+    if not isinstance(body, dict) or body.get("dtype") != "IntegrationImportResult":
+        raise ParseError(f"{entity} push: not an IntegrationImportResult", vendor="aimsio")
+    rejected: dict[str, str] = {}
+    for notice in body.get("notices") or []:
+        if not isinstance(notice, dict):
+            continue
+        key = notice.get("entityKey")
+        severity = str(notice.get("severity", "ERROR")).upper()
+        if key is not None and severity == "ERROR":
+            rejected.setdefault(str(key), str(notice.get("message") or "rejected by Aimsio"))
+    created = int(body.get("numberOfEntitiesCreated") or 0)
+    edited = int(body.get("numberOfEntitiesEdited") or 0)
+    accepted_status: PushStatus = (
+        "created" if edited == 0 and created else "edited" if created == 0 else "accepted"
+    )
+    out = []
+    for key in keys:
+        if key in rejected:
+            out.append(PushOutcome(key, "rejected", rejected[key]))
+        else:
+            out.append(PushOutcome(key, accepted_status))
+    not_imported = int(body.get("numberOfEntitiesNotImportedDueToErrors") or 0)
+    if not_imported > sum(1 for o in out if o.status == "rejected"):
+        # The vendor rejected rows it did not name: we cannot tell which, so retry them all.
+        return [PushOutcome(k, "retry", "unattributed rejection in import result") for k in keys]
+    return out
+
+
+ENTITIES = (
+    "User",
+    "Employee",
+    "Equipment",
+    "JobOrder",
+    "Customer",
+    "PriceBook",
+    "NRB",
+    "NonRecurringBillableItem",
+    "PayrollPeriod",
+    "Invoice",
+    "Timecard",
+)
+
+
+class AimsioConnector(Connector):
+    vendor = "aimsio"
+    stream_specs = tuple(StreamSpec(e, "guid|id", "updatedAt") for e in ENTITIES)
+    push_entities = tuple(PUSH_ENTITIES)
+
+    async def pull(self, ctx: StreamContext) -> AsyncIterator[Batch]:
+        entity = self.spec(ctx.stream).name
+        listing = await self.client.request("GET", f"{API}/{entity}")
+        stubs = parse_stubs(entity, listing.json())
+        staged = await ctx.cursors()
+        todo = changed_stubs(stubs, staged)
+        seen = frozenset(s.key for s in stubs)
+        watermark = max((s.updated_at for s in stubs), default=0)
+        state: JSON = {"cursor": str(watermark), "listed": len(stubs)}
+        if ctx.since is not None and not ctx.full:
+            since_ms = int(ctx.since.timestamp() * 1000)
+            refetch = {s.key for s in stubs if s.updated_at >= since_ms}
+            todo = [s for s in stubs if s.key in refetch or s in todo]
+        unchanged = len(stubs) - len(todo)
+        pending: list[Record] = []
+        gone: list[str] = []
+        async for record in self._fetch_all(entity, todo):
+            if isinstance(record, str):
+                gone.append(record)  # vanished between listing and fetch
+                continue
+            pending.append(record)
+            if len(pending) >= ctx.batch_size:
+                yield Batch(records=pending, state=state, deleted_keys=gone)
+                pending, gone = [], []
+        yield Batch(
+            records=pending,
+            state=state,
+            deleted_keys=gone,
+            seen_keys=seen - set(gone),
+            unchanged=unchanged,
+        )
+
+    async def _fetch_all(self, entity: str, todo: list[Stub]) -> AsyncIterator[Record | str]:
+        """GET-one for each stub through a small worker pool; yields as results arrive.
+
+        The pool only keeps the limiter fed (it never exceeds the vendor's parallel cap);
+        the limiter alone decides the pace.
+        """
+        if not todo:
+            return
+        queue: asyncio.Queue[Stub] = asyncio.Queue()
+        for stub in todo:
+            queue.put_nowait(stub)
+        results: asyncio.Queue[Record | str | BaseException] = asyncio.Queue(
+            maxsize=self.settings.max_parallel * 4
+        )
+
+        async def worker() -> None:
+            while True:
+                try:
+                    stub = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                try:
+                    await results.put(await self._fetch_one(entity, stub))
+                except BaseException as exc:
+                    await results.put(exc)
+                    return
+
+        workers = [
+            asyncio.create_task(worker()) for _ in range(min(self.settings.max_parallel, len(todo)))
+        ]
+        try:
+            for _ in range(len(todo)):
+                item = await results.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            for task in workers:
+                task.cancel()
+            for task in workers:
+                with contextlib.suppress(BaseException):
+                    await task
+
+    async def _fetch_one(self, entity: str, stub: Stub) -> Record | str:
+        try:
+            resp = await self.client.request("GET", f"{API}/{entity}/{stub.key}")
+        except RequestRejected as exc:
+            if exc.status == 404:
+                return stub.key
+            raise
+        payload = resp.json()
+        if not isinstance(payload, dict):
+            raise ParseError(f"{entity}/{stub.key} is not a JSON object", vendor="aimsio")
+        updated = payload.get("updatedAt")
+        cursor = str(updated) if isinstance(updated, int) else str(stub.updated_at)
+        return Record(entity, stub.key, payload, cursor)
+
+    @classmethod
+    def validate_push_row(cls, entity: str, payload: JSON) -> str | None:
+        return validate_row(entity, payload)
+
+    @classmethod
+    def push_key(cls, entity: str, payload: JSON) -> str | None:
+        if entity not in PUSH_ENTITIES:
+            return None
+        value = payload.get(PUSH_ENTITIES[entity][1])
+        return None if value in (None, "") else str(value)
+
+    async def push(self, entity: str, rows: list[tuple[str, JSON]]) -> list[PushOutcome]:
+        list_key, _ = PUSH_ENTITIES[entity]
+        resp = await self.client.request(
+            "POST", f"{API}/{entity}", json={list_key: [payload for _, payload in rows]}
+        )
+        return parse_import_result(entity, [key for key, _ in rows], resp.json())

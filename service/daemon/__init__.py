@@ -1,0 +1,1 @@
+"""The long-running daemon: scheduler, health and metrics server, graceful shutdown."""

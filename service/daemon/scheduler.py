@@ -1,0 +1,169 @@
+"""The daemon: one APScheduler job per enabled stream, plus the push outbox.
+
+The scheduler stays thin: a job calls the same ``run_stream`` that ``vendorsync resync``
+calls. On SIGTERM no new job starts; running ones get ``shutdown_grace_s`` to finish,
+then are cancelled: a cancelled run keeps every committed batch and releases its lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from aiohttp import web
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from prometheus_client import CollectorRegistry
+
+from service.config import Settings, parse_every_s
+from service.daemon.health import build_health_app
+from service.daemon.metrics import DaemonMetrics
+from service.db import check_schema
+from service.db.outbox import outbox_summary
+from service.engine.push import push_once
+from service.engine.runtime import Runtime
+from service.engine.sync import run_stream
+from service.errors import LeaseHeld, SyncError
+
+log = structlog.get_logger("service.daemon")
+
+PUSH_INTERVAL_S = 60.0
+
+
+def trigger_for(schedule: str) -> BaseTrigger:
+    every = parse_every_s(schedule)
+    if every is not None:
+        return IntervalTrigger(seconds=every, timezone=UTC)
+    return CronTrigger.from_crontab(schedule, timezone=UTC)
+
+
+class Daemon:
+    def __init__(self, settings: Settings, *, registry: CollectorRegistry | None = None) -> None:
+        self.settings = settings
+        self.registry = registry or CollectorRegistry()
+        self.metrics = DaemonMetrics(self.registry)
+        self._running: set[asyncio.Task[Any]] = set()
+        self._accepting = True
+
+    def jobs(self) -> list[tuple[str, str, str]]:
+        """(vendor, stream, schedule) for every enabled stream of every enabled vendor."""
+        out: list[tuple[str, str, str]] = []
+        for vendor, vs in self.settings.vendors.items():
+            if vs.enabled:
+                out.extend((vendor, s, vs.schedule_of(s)) for s in vs.enabled_streams())
+        return out
+
+    async def _tracked(self, coro: Any) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        if not self._accepting:
+            coro.close()
+            return
+        self._running.add(task)
+        try:
+            await coro
+        finally:
+            self._running.discard(task)
+
+    async def _sync_job(self, rt: Runtime, vendor: str, stream: str) -> None:
+        async def go() -> None:
+            try:
+                result = await run_stream(rt, vendor, stream, "schedule")
+            except LeaseHeld as exc:
+                log.info("skipped: stream busy", vendor=vendor, stream=stream, reason=str(exc))
+                return
+            except SyncError as exc:
+                log.error("run failed", vendor=vendor, stream=stream, error=str(exc))
+                self.metrics.runs.labels(vendor=vendor, stream=stream, status="failed").inc()
+                return
+            self.metrics.observe_run(result, time.time())
+
+        await self._tracked(go())
+
+    async def _push_job(self, rt: Runtime) -> None:
+        async def go() -> None:
+            try:
+                await push_once(rt)
+            except SyncError as exc:
+                log.error("push failed", error=str(exc))
+
+        await self._tracked(go())
+
+    async def run(self, stop: asyncio.Event, *, once: bool = False) -> None:
+        async with Runtime(self.settings, registry=self.registry) as rt:
+            if once:
+                await asyncio.gather(
+                    *(self._sync_job(rt, v, s) for v, s, _ in self.jobs()),
+                    self._push_job(rt),
+                )
+                return
+            runner = await self._serve_health(rt)
+            scheduler = AsyncIOScheduler(timezone=UTC)
+            for vendor, stream, schedule in self.jobs():
+                scheduler.add_job(
+                    self._sync_job,
+                    trigger_for(schedule),
+                    args=(rt, vendor, stream),
+                    id=f"{vendor}:{stream}",
+                    max_instances=1,
+                    coalesce=True,
+                    misfire_grace_time=60,
+                    next_run_time=datetime.now(UTC),  # first run at start, then on schedule
+                )
+            scheduler.add_job(
+                self._push_job,
+                IntervalTrigger(seconds=PUSH_INTERVAL_S, timezone=UTC),
+                args=(rt,),
+                id="push",
+                max_instances=1,
+                coalesce=True,
+            )
+            scheduler.start()
+            log.info("daemon started", jobs=len(self.jobs()), owner=rt.owner)
+            try:
+                await stop.wait()
+            finally:
+                log.info("daemon stopping", running=len(self._running))
+                self._accepting = False
+                scheduler.shutdown(wait=False)
+                await self._drain()
+                await runner.cleanup()
+
+    async def _drain(self) -> None:
+        if not self._running:
+            return
+        _, pending = await asyncio.wait(
+            set(self._running), timeout=self.settings.daemon.shutdown_grace_s
+        )
+        for task in pending:
+            task.cancel()
+        for task in pending:
+            with contextlib.suppress(BaseException):
+                await task
+
+    async def _serve_health(self, rt: Runtime) -> web.AppRunner:
+        async def ready() -> str | None:
+            try:
+                await check_schema(rt.db)
+            except SyncError as exc:
+                return str(exc)
+            return None
+
+        async def refresh_outbox() -> None:
+            with contextlib.suppress(Exception):
+                async with rt.db.connect() as conn:
+                    self.metrics.set_outbox(await outbox_summary(conn))
+
+        app = build_health_app(self.registry, ready, refresh_outbox)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.settings.daemon.host, self.settings.daemon.port)
+        await site.start()
+        log.info("health server", host=self.settings.daemon.host, port=self.settings.daemon.port)
+        return runner

@@ -1,0 +1,50 @@
+"""The staging database: tables, engine and migrations, and plain async functions that
+take an ``AsyncConnection`` first. The caller owns the transaction; time is a parameter.
+"""
+
+from service.db.engine import (
+    check_schema,
+    create_engine,
+    head_revision,
+    mask_url,
+    migrate,
+    schema_revision,
+    translate_db_errors,
+)
+from service.db.leases import acquire_lease, release_lease, renew_lease
+from service.db.records import (
+    count_live,
+    fetch_live,
+    soft_delete_keys,
+    soft_delete_missing,
+    staged_cursors,
+    upsert_records,
+)
+from service.db.runs import RunRow, finish_run, recent_runs, start_run, stream_statuses
+from service.db.state import load_state, save_state
+
+__all__ = [
+    "RunRow",
+    "acquire_lease",
+    "check_schema",
+    "count_live",
+    "create_engine",
+    "fetch_live",
+    "finish_run",
+    "head_revision",
+    "load_state",
+    "mask_url",
+    "migrate",
+    "recent_runs",
+    "release_lease",
+    "renew_lease",
+    "save_state",
+    "schema_revision",
+    "soft_delete_keys",
+    "soft_delete_missing",
+    "staged_cursors",
+    "start_run",
+    "stream_statuses",
+    "translate_db_errors",
+    "upsert_records",
+]

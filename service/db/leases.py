@@ -1,0 +1,75 @@
+"""Leases: which process drives a stream (or vendor) right now.
+
+Acquiring is one atomic conditional upsert, so it is correct across processes on SQLite
+(the statement holds the write lock) and across machines on PostgreSQL (ON CONFLICT
+serialises contenders on the row). A dead holder's lease simply expires.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from service.db.dialect import upsert_insert
+from service.db.engine import translate_db_errors
+from service.db.tables import lease, require_aware
+from service.errors import LeaseHeld
+
+t = lease
+_ATTEMPTS = 3  # the holder may release between our upsert and our look at who holds it
+
+
+@translate_db_errors()
+async def acquire_lease(
+    conn: AsyncConnection, name: str, owner: str, *, ttl_s: float, now: datetime
+) -> None:
+    """Take ``name`` for ``owner`` until ``now + ttl_s``, or raise ``LeaseHeld``.
+
+    Succeeds when the lease is free, expired, or already ours (then it is extended).
+    Commit promptly: on PostgreSQL the row stays locked until the transaction ends.
+    """
+    expires_at = require_aware(now) + timedelta(seconds=ttl_s)
+    stmt = upsert_insert(conn, t).values(
+        name=name, owner=owner, acquired_at=now, expires_at=expires_at, heartbeat_at=now
+    )
+    ours = t.c.owner == stmt.excluded.owner
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[t.c.name],
+        set_={
+            "owner": stmt.excluded.owner,
+            "acquired_at": sa.case((ours, t.c.acquired_at), else_=stmt.excluded.acquired_at),
+            "expires_at": stmt.excluded.expires_at,
+            "heartbeat_at": stmt.excluded.heartbeat_at,
+        },
+        where=sa.or_(t.c.expires_at < now, t.c.owner == owner),
+    ).returning(t.c.owner)
+    for _ in range(_ATTEMPTS):
+        if (await conn.execute(stmt)).first() is not None:
+            return
+        holder = (
+            await conn.execute(sa.select(t.c.owner, t.c.acquired_at).where(t.c.name == name))
+        ).first()
+        if holder is not None:
+            raise LeaseHeld(name, holder.owner, holder.acquired_at.isoformat())
+    raise LeaseHeld(name, "unknown", now.isoformat())
+
+
+@translate_db_errors()
+async def renew_lease(
+    conn: AsyncConnection, name: str, owner: str, *, ttl_s: float, now: datetime
+) -> bool:
+    """Heartbeat: extend our lease to ``now + ttl_s``. False when it is no longer ours."""
+    result = await conn.execute(
+        sa.update(t)
+        .where(t.c.name == name, t.c.owner == owner)
+        .values(expires_at=require_aware(now) + timedelta(seconds=ttl_s), heartbeat_at=now)
+    )
+    return result.rowcount == 1
+
+
+@translate_db_errors()
+async def release_lease(conn: AsyncConnection, name: str, owner: str) -> None:
+    """Give the lease up (a no-op when it is not ours any more)."""
+    await conn.execute(sa.delete(t).where(t.c.name == name, t.c.owner == owner))

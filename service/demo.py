@@ -1,0 +1,227 @@
+"""``vendorsync demo``: the whole loop against the in-process sandbox, on a local SQLite.
+
+Starts the sandbox on 127.0.0.1, migrates ``./var/demo.db``, runs a full sync of every
+enabled stream, mutates sandbox records, runs an incremental sync, pushes a few users (one
+invalid on purpose), and prints what happened next to the vendors' own counters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from rich.console import Console
+from rich.table import Table
+
+from sandbox.app import SandboxOptions
+from sandbox.server import start_sandbox
+from service.config import Settings, load_settings
+from service.connectors import REGISTRY
+from service.db import create_engine, migrate
+from service.engine.enqueue import PushRow, enqueue_rows
+from service.engine.push import PushReport, push_once
+from service.engine.runtime import Runtime
+from service.engine.sync import run_stream
+from service.models import RunResult
+
+DEMO_DB = Path("var/demo.db")
+
+DEMO_USERS: list[dict[str, Any]] = [
+    {
+        "userName": f"demo.user{i}@acme-sandbox",
+        "userFirstName": "Demo",
+        "userLastName": f"User {i}",
+        "userRoleNames": ["Field Worker"],
+        "userIsActive": True,
+        "userShortCode": f"D{i}",
+    }
+    for i in range(1, 5)
+] + [
+    {  # invalid on purpose: short codes have at most 3 characters
+        "userName": "demo.invalid@acme-sandbox",
+        "userFirstName": "Too",
+        "userLastName": "Long",
+        "userRoleNames": ["Field Worker"],
+        "userIsActive": True,
+        "userShortCode": "TOOLONG",
+    }
+]
+
+
+@dataclass
+class Phase:
+    name: str
+    results: list[RunResult]
+    sandbox: dict[str, dict[str, Any]]
+    duration_s: float
+
+
+def _fresh_db(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+def demo_settings(base: Settings, sandbox_url: str, db_path: Path) -> Settings:
+    """The configured settings, pointed at the in-process sandbox and a demo database."""
+    data = base.model_dump(mode="python")
+    data["database"] = {"url": f"sqlite+aiosqlite:///{db_path}", "echo": False}
+    vendors = {}
+    for name, vendor in data["vendors"].items():
+        vendor["base_url"] = f"{sandbox_url}/{name}"
+        vendor["enabled"] = vendor["enabled"] and name in REGISTRY
+        for secret in ("password", "client_secret", "api_key"):
+            value = vendor["auth"].get(secret)
+            if value is not None and hasattr(value, "get_secret_value"):
+                vendor["auth"][secret] = value.get_secret_value()
+        vendors[name] = vendor
+    data["vendors"] = vendors
+    return Settings(**data)
+
+
+async def _control(
+    http: aiohttp.ClientSession, url: str, vendor: str, what: str, body: Any = None
+) -> Any:
+    method = "GET" if what == "stats" else "POST"
+    async with http.request(method, f"{url}/{vendor}/_sandbox/{what}", json=body) as resp:
+        resp.raise_for_status()
+        return await resp.json()
+
+
+async def _sync_all(rt: Runtime, vendors: list[str]) -> list[RunResult]:
+    jobs = [
+        run_stream(rt, v, s, "demo")
+        for v in vendors
+        for s in rt.settings.vendors[v].enabled_streams()
+    ]
+    return list(await asyncio.gather(*jobs))
+
+
+async def run_demo(
+    config: Path | None, *, records: int, console: Console, seed: int = 42
+) -> tuple[list[Phase], PushReport]:
+    base = load_settings(config)
+    wanted = tuple(v for v, s in base.vendors.items() if s.enabled and v in REGISTRY)
+    sandbox = await start_sandbox(SandboxOptions(records=records, seed=seed), vendors=wanted)
+    try:
+        _fresh_db(DEMO_DB)
+        settings = demo_settings(base, sandbox.base_url, DEMO_DB)
+        vendors = [v for v, s in settings.vendors.items() if s.enabled]
+        console.print(f"sandbox at {sandbox.base_url}; {records} records per entity")
+        engine = create_engine(settings.database.url)
+        try:
+            revision = await migrate(engine)
+        finally:
+            await engine.dispose()
+        console.print(f"migrated {DEMO_DB} to revision {revision}")
+        phases: list[Phase] = []
+        async with aiohttp.ClientSession() as http, Runtime(settings) as rt:
+
+            async def phase(name: str) -> None:
+                for v in vendors:
+                    await _control(http, sandbox.base_url, v, "reset", {"faults": False})
+                console.print(f"[bold]{name}[/bold] …")
+                started = time.monotonic()
+                results = await _sync_all(rt, vendors)
+                stats = {v: await _control(http, sandbox.base_url, v, "stats") for v in vendors}
+                phases.append(Phase(name, results, stats, time.monotonic() - started))
+
+            await phase("full sync")
+            for v in vendors:
+                for stream in settings.vendors[v].enabled_streams():
+                    body = {"entity": stream, "change": 0.05, "delete": 0.02, "add": 2, "seed": 7}
+                    await _control(http, sandbox.base_url, v, "mutate", body)
+            console.print("mutated the sandbox: ~5% changed, ~2% deleted, 2 added per entity")
+            await phase("incremental sync")
+            rows = [PushRow("aimsio", "User", u["userName"], u) for u in DEMO_USERS]
+            await enqueue_rows(rt.db, rows)
+            report = await push_once(rt, vendor="aimsio")
+        return phases, report
+    finally:
+        await sandbox.close()
+
+
+def render(phases: list[Phase], report: PushReport, settings_caps: dict[str, Any]) -> list[Table]:
+    tables = []
+    for ph in phases:
+        t = Table(title=f"{ph.name} ({ph.duration_s:.1f} s)")
+        for col in (
+            "vendor",
+            "stream",
+            "result",
+            "inserted",
+            "updated",
+            "unchanged",
+            "deleted",
+            "requests",
+            "s",
+        ):
+            t.add_column(col, justify="left" if col in ("vendor", "stream", "result") else "right")
+        for r in ph.results:
+            c = r.counts
+            t.add_row(
+                r.vendor,
+                r.stream,
+                r.status,
+                str(c.inserted),
+                str(c.updated),
+                str(c.unchanged),
+                str(c.deleted),
+                str(r.requests),
+                f"{r.duration_s:.1f}",
+            )
+        tables.append(t)
+        limits = Table(title=f"{ph.name}: the vendor's view (sandbox counters)")
+        for col in (
+            "vendor",
+            "requests",
+            "peak req/s",
+            "cap/s",
+            "peak in flight",
+            "cap",
+            "429s",
+            "timeouts",
+            "violations",
+        ):
+            limits.add_column(col, justify="left" if col == "vendor" else "right")
+        for vendor, s in ph.sandbox.items():
+            caps = settings_caps.get(vendor, {})
+            limits.add_row(
+                vendor,
+                str(s["requests"]),
+                str(s["max_per_s"]),
+                str(caps.get("rate_per_s", "-")),
+                str(s["peak_in_flight"]),
+                str(caps.get("max_parallel", "-")),
+                str(s["rate_limited"]),
+                str(s["timeouts"]),
+                str(s["violation_count"]),
+            )
+        tables.append(limits)
+    push = Table(title="push outcomes")
+    for col in ("vendor", "entity", "key", "outcome", "detail"):
+        push.add_column(col)
+    for o in report.outcomes:
+        push.add_row(o.vendor, o.entity, o.record_key, o.status, o.detail or "")
+    tables.append(push)
+    return tables
+
+
+def summary_json(phases: list[Phase], report: PushReport) -> str:
+    return json.dumps(
+        {
+            ph.name: {
+                "rows": sum(r.counts.inserted + r.counts.updated for r in ph.results),
+                "deleted": sum(r.counts.deleted for r in ph.results),
+                "requests": sum(r.requests for r in ph.results),
+                "violations": sum(s["violation_count"] for s in ph.sandbox.values()),
+            }
+            for ph in phases
+        }
+        | {"push": {f"{v}/{e}": c for (v, e), c in report.counts().items()}}
+    )

@@ -1,0 +1,60 @@
+"""structlog setup: JSON lines in the daemon, readable lines on a terminal; secrets redacted."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+SECRET_KEYS = re.compile(r"pass(word)?|secret|token|api_?key|authorization|cookie", re.I)
+# ``password=…`` in query strings and forms, and ``"password": "…"`` in JSON text.
+SECRET_IN_TEXT = re.compile(
+    r"(?i)((?:password|secret|token|api_?key|access_token)=)[^\s&\"',}]+"
+    r"|(\"(?:password|[a-z_]*secret|[a-z_]*token|api_?key)\"\s*:\s*\")[^\"]*"
+)
+URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@\s]*@")
+
+
+def redact_text(text: str) -> str:
+    """Mask ``key=value`` secrets and URL passwords inside free text."""
+    masked = SECRET_IN_TEXT.sub(lambda m: (m.group(1) or m.group(2)) + "***", text)
+    return URL_PASSWORD.sub(r"\1***@", masked)
+
+
+def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for key, value in list(event.items()):
+        if SECRET_KEYS.search(key) and value is not None:
+            event[key] = "***"
+        elif isinstance(value, str):
+            event[key] = redact_text(value)
+    return event
+
+
+def setup_logging(level: str = "info", fmt: str = "auto") -> None:
+    """Configure structlog and stdlib logging once per process."""
+    use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if use_json
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            redact,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]
+        ),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(message)s")

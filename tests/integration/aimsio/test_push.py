@@ -1,0 +1,236 @@
+"""Pushing master data to the Aimsio sandbox through the outbox, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service.config import FieldMap
+from service.db import upsert_records
+from service.db.tables import push_outbox
+from service.engine.enqueue import PushRow, enqueue_rows
+from service.engine.push import push_once
+from service.engine.runtime import Runtime
+from service.models import Record
+from tests.integration.aimsio.conftest import StartAimsio, aimsio_settings, control, vendor_get
+
+
+def user(i: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "userName": f"push.user{i:04d}@acme-sandbox",
+        "userFirstName": "Push",
+        "userLastName": f"User {i}",
+        "userRoleNames": ["Field Worker"],
+        "userIsActive": True,
+        **extra,
+    }
+
+
+def rows(users: list[dict[str, Any]]) -> list[PushRow]:
+    return [PushRow("aimsio", "User", u["userName"], u) for u in users]
+
+
+async def statuses(engine: AsyncEngine) -> dict[str, int]:
+    t = push_outbox.c
+    q = sa.select(t.status, sa.func.count()).group_by(t.status)
+    async with engine.connect() as conn:
+        return {s: n for s, n in (await conn.execute(q)).all()}
+
+
+class Clock:
+    """A settable UTC clock for claim expiry and retry backoff."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+async def test_push_1000_users_with_three_rejected(
+    engine: AsyncEngine, db_url: str, aimsio_sandbox: StartAimsio
+) -> None:
+    sb = await aimsio_sandbox(records=20)
+    users = [user(i) for i in range(1000)]
+    doomed = [users[i]["userName"] for i in (5, 500, 999)]
+    await control(sb, "faults", {"reject_keys": doomed})
+    settings = aimsio_settings(db_url, sb.base_url, push={"batch_size": 100})
+    assert await enqueue_rows(engine, rows(users)) == 1000
+    async with Runtime(settings, db=engine) as rt:
+        report = await push_once(rt)
+    by_status: dict[str, list[str]] = {}
+    for o in report.outcomes:
+        by_status.setdefault(o.status, []).append(o.record_key)
+    assert len(by_status["sent"]) == 997
+    assert sorted(by_status["rejected"]) == sorted(doomed)
+    rejected = [o for o in report.outcomes if o.status == "rejected"]
+    assert all(o.detail and "reject" in o.detail.lower() for o in rejected), rejected
+    assert await statuses(engine) == {"sent": 997, "rejected": 3}
+    assert len(await vendor_get(sb, "User")) == 20 + 997
+
+    # A re-run sends nothing new, and enqueuing the same rows again adds nothing.
+    await control(sb, "reset", {"faults": False})
+    assert await enqueue_rows(engine, rows(users)) == 0
+    async with Runtime(settings, db=engine) as rt:
+        again = await push_once(rt)
+    assert again.outcomes == []
+    stats = await control(sb, "stats")
+    assert stats["requests"] == 0
+
+
+async def test_killed_mid_batch_then_rerun_creates_each_user_once(
+    engine: AsyncEngine, db_url: str, aimsio_sandbox: StartAimsio
+) -> None:
+    sb = await aimsio_sandbox(records=10)
+    await control(sb, "faults", {"latency_ms": 400})
+    users = [user(i) for i in range(300)]
+    await enqueue_rows(engine, rows(users))
+    clock = Clock()
+    settings = aimsio_settings(db_url, sb.base_url, push={"batch_size": 50, "claim_ttl_s": 60})
+    async with Runtime(settings, db=engine, clock=clock, owner="doomed") as rt:
+        task = asyncio.create_task(push_once(rt))
+        for _ in range(200):  # until the vendor has seen a few POSTs (bounded)
+            await asyncio.sleep(0.05)
+            if (await control(sb, "stats"))["requests"] >= 3:
+                break
+        task.cancel()
+        results = await asyncio.gather(task, return_exceptions=True)
+        assert isinstance(results[0], asyncio.CancelledError)
+    killed = await statuses(engine)
+    assert killed.get("sent", 0) < 300  # really interrupted
+
+    await control(sb, "faults", {"latency_ms": 0})
+    clock.now += timedelta(seconds=61)  # the dead worker's claims expire
+    async with Runtime(settings, db=engine, clock=clock, owner="rescuer") as rt:
+        await push_once(rt)
+    assert await statuses(engine) == {"sent": 300}
+    listing = await vendor_get(sb, "User")
+    assert len(listing) == 10 + 300  # none lost, none created twice
+
+
+async def test_transient_failures_retry_then_dead_letter(
+    engine: AsyncEngine, db_url: str, aimsio_sandbox: StartAimsio
+) -> None:
+    sb = await aimsio_sandbox(records=10)
+    await control(sb, "faults", {"error_rate": 1.0, "error_status": 503})
+    await enqueue_rows(engine, rows([user(1)]))
+    clock = Clock()
+    settings = aimsio_settings(
+        db_url,
+        sb.base_url,
+        retry={"max_attempts": 1},
+        push={"max_attempts": 3, "backoff_base_s": 5},
+    )
+    seen = []
+    async with Runtime(settings, db=engine, clock=clock) as rt:
+        for _ in range(3):
+            report = await push_once(rt, rng=random.Random(1))
+            seen.append([o.status for o in report.outcomes])
+            clock.now += timedelta(minutes=5)
+    assert seen == [["retry"], ["retry"], ["dead"]]
+    t = push_outbox.c
+    async with engine.connect() as conn:
+        row = (await conn.execute(sa.select(t.status, t.attempts, t.last_error))).one()
+    assert (row.status, row.attempts) == ("dead", 3)
+    assert "503" in row.last_error
+
+
+async def test_unchanged_payload_is_skipped_and_changed_one_sent(
+    engine: AsyncEngine, db_url: str, aimsio_sandbox: StartAimsio
+) -> None:
+    sb = await aimsio_sandbox(records=10)
+    settings = aimsio_settings(db_url, sb.base_url)
+    first = user(1)
+    changed = user(1, userPhone="555-0100")
+    async with Runtime(settings, db=engine) as rt:
+        await enqueue_rows(engine, rows([first]))
+        assert [o.status for o in (await push_once(rt)).outcomes] == ["sent"]
+        await enqueue_rows(engine, rows([changed]))
+        assert [o.status for o in (await push_once(rt)).outcomes] == ["sent"]
+        # Forced re-enqueue of what the vendor already holds: skipped, not sent.
+        await enqueue_rows(engine, rows([changed]), force=True)
+        report = await push_once(rt)
+    assert [o.status for o in report.outcomes] == ["skipped"]
+
+
+async def test_local_validation_and_dry_run_send_nothing(
+    engine: AsyncEngine, db_url: str, aimsio_sandbox: StartAimsio
+) -> None:
+    sb = await aimsio_sandbox(records=10)
+    settings = aimsio_settings(db_url, sb.base_url)
+    bad = [
+        user(1, userShortCode="ABCD"),
+        {k: v for k, v in user(2).items() if k != "userRoleNames"},
+        {k: v for k, v in user(3).items() if k != "userLastName"},
+    ]
+    await enqueue_rows(engine, rows([*bad, user(4)]))
+    async with Runtime(settings, db=engine) as rt:
+        preview = await push_once(rt, dry_run=True)
+        assert sorted(o.status for o in preview.outcomes) == [
+            "invalid",
+            "invalid",
+            "invalid",
+            "would-send",
+        ]
+        assert (await control(sb, "stats"))["requests"] == 0
+        assert await statuses(engine) == {"pending": 4}
+        report = await push_once(rt)
+    reasons = {o.record_key: o.detail for o in report.outcomes if o.status == "invalid"}
+    assert "userShortCode" in reasons[bad[0]["userName"]]
+    assert "userRoleNames" in reasons[bad[1]["userName"]]
+    assert "userLastName" in reasons[bad[2]["userName"]]
+    assert await statuses(engine) == {"invalid": 3, "sent": 1}
+
+
+async def test_mapping_rule_and_plain_sql_insert_feed_the_outbox(
+    engine: AsyncEngine, db_url: str, aimsio_sandbox: StartAimsio
+) -> None:
+    sb = await aimsio_sandbox(records=10)
+    settings = aimsio_settings(db_url, sb.base_url)
+    rule = {
+        "source_vendor": "imis",
+        "source_stream": "Party",
+        "target_vendor": "aimsio",
+        "entity": "User",
+        "key_field": "userName",
+        "fields": {
+            "userName": "Emails.$values.0.Address",
+            "userFirstName": "PersonName.FirstName",
+            "userLastName": "PersonName.LastName",
+            "userRoleNames": "=[Field Worker]",
+            "userIsActive": "=true",
+        },
+    }
+    settings.push.mappings = [FieldMap(**rule)]
+    party = {
+        "PersonName": {"FirstName": "Ada", "LastName": "Lovelace"},
+        "Emails": {"$values": [{"Address": "ada@example.org"}]},
+    }
+    now = datetime.now(UTC)
+    async with engine.begin() as conn:
+        await upsert_records(
+            conn, "imis", "Party", [Record("Party", "1", party)], run_id=None, now=now
+        )
+        await conn.execute(
+            sa.insert(push_outbox).values(
+                vendor="aimsio",
+                entity="User",
+                record_key="sql.user@acme-sandbox",
+                payload=user(9, userName="sql.user@acme-sandbox"),
+            )
+        )
+    async with Runtime(settings, db=engine) as rt:
+        report = await push_once(rt)
+        assert report.enqueued_by_mappings == 1
+        assert sorted(o.record_key for o in report.outcomes if o.status == "sent") == [
+            "ada@example.org",
+            "sql.user@acme-sandbox",
+        ]
+        again = await push_once(rt)  # the rule maps the same row: nothing new
+    assert again.enqueued_by_mappings == 0
+    assert again.outcomes == []

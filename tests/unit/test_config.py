@@ -1,0 +1,148 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from service.config import (
+    effective_config,
+    load_settings,
+    mask_url,
+    parse_every_s,
+    validate_schedule,
+)
+from service.errors import ConfigError
+
+DEFAULT = Path("config/vendorsync.toml")
+
+MINIMAL = """
+[database]
+url = "sqlite+aiosqlite:///./var/x.db"
+[vendors.aimsio]
+base_url = "http://127.0.0.1:1/aimsio"
+auth = { kind = "basic", username = "u", password = "p" }
+[vendors.aimsio.streams]
+User = {}
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    return path
+
+
+def test_default_config_loads() -> None:
+    settings = load_settings(DEFAULT)
+    aimsio = settings.vendors["aimsio"]
+    assert aimsio.max_parallel == 10
+    assert aimsio.rate_per_s == 10
+    assert "User" in aimsio.enabled_streams()
+    assert settings.database.url.startswith("sqlite+aiosqlite:///./var/")
+
+
+def test_env_overrides_toml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VENDORSYNC_VENDORS__AIMSIO__MAX_PARALLEL", "3")
+    monkeypatch.setenv("VENDORSYNC_DATABASE__URL", "postgresql+asyncpg://a:b@h/d")
+    settings = load_settings(write(tmp_path, MINIMAL))
+    assert settings.vendors["aimsio"].max_parallel == 3
+    assert settings.vendors["aimsio"].auth.username == "u"  # deep merge keeps the rest
+    assert settings.database.url == "postgresql+asyncpg://a:b@h/d"
+
+
+def test_secret_from_file(tmp_path: Path) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("s3cret\n")
+    text = MINIMAL.replace('password = "p"', f'password_file = "{secret}"')
+    settings = load_settings(write(tmp_path, text))
+    pw = settings.vendors["aimsio"].auth.password
+    assert pw is not None
+    assert pw.get_secret_value() == "s3cret"
+    assert "s3cret" not in repr(settings)
+
+
+def test_effective_config_masks_every_secret(tmp_path: Path) -> None:
+    text = MINIMAL.replace("x.db", "x.db").replace(
+        'url = "sqlite+aiosqlite:///./var/x.db"', 'url = "postgresql+asyncpg://user:dbpw@h/d"'
+    )
+    data = effective_config(load_settings(write(tmp_path, text)))
+    flat = repr(data)
+    assert "dbpw" not in flat
+    assert data["vendors"]["aimsio"]["auth"]["password"] == "***"
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        (
+            ("[vendors.aimsio]", "[vendors.nosuch]\nbase_url='http://x'\n[vendors.aimsio]"),
+            "vendors",
+        ),
+        (
+            (
+                'base_url = "http://127.0.0.1:1/aimsio"',
+                'base_url = "http://127.0.0.1:1/aimsio"\nmax_parallel = -1',
+            ),
+            "vendors.aimsio.max_parallel",
+        ),
+        (
+            (
+                'base_url = "http://127.0.0.1:1/aimsio"',
+                'base_url = "http://127.0.0.1:1/aimsio"\nschedule = "61 * * * *"',
+            ),
+            "vendors.aimsio.schedule",
+        ),
+        (('password = "p"', 'password = ""'), "vendors.aimsio.auth.password"),
+        ((', password = "p"', ""), "vendors.aimsio.auth.password"),
+        (
+            ('base_url = "http://127.0.0.1:1/aimsio"', 'base_url = "ftp://x"'),
+            "vendors.aimsio.base_url",
+        ),
+        (("[database]", "[database]\nbogus = 1"), "database.bogus"),
+        (
+            ('password = "p"', 'password_file = "/nonexistent/pw"'),
+            "vendors.aimsio.auth.password_file",
+        ),
+    ],
+)
+def test_invalid_values_name_the_key(tmp_path: Path, change: tuple[str, str], key: str) -> None:
+    text = MINIMAL.replace(*change)
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, text))
+    assert info.value.key == key, str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_disabled_vendor_needs_no_credentials(tmp_path: Path) -> None:
+    text = MINIMAL.replace(', password = "p"', "").replace(
+        'base_url = "http://127.0.0.1:1/aimsio"',
+        'base_url = "http://127.0.0.1:1/aimsio"\nenabled = false',
+    )
+    assert not load_settings(write(tmp_path, text)).vendors["aimsio"].enabled
+
+
+def test_missing_and_broken_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings(tmp_path / "nope.toml")
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_settings(write(tmp_path, "[database\n"))
+
+
+@pytest.mark.parametrize(
+    "text", ["*/15 * * * *", "0 6,18 * * mon-fri", "every 15m", "every 30s", "5 4 1 jan *"]
+)
+def test_valid_schedules(text: str) -> None:
+    assert validate_schedule(text) == text
+
+
+@pytest.mark.parametrize(
+    "text", ["", "* * * *", "every", "every -1m", "60 * * * *", "* 24 * * *", "*/0 * * * *"]
+)
+def test_invalid_schedules(text: str) -> None:
+    with pytest.raises(ValueError, match=r"cron|interval|positive"):
+        validate_schedule(text)
+
+
+def test_every_and_mask() -> None:
+    assert parse_every_s("every 2h") == 7200
+    assert mask_url("postgresql+asyncpg://u:pw@h:5432/db") == "postgresql+asyncpg://u:***@h:5432/db"
