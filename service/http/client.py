@@ -12,7 +12,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from datetime import datetime
-from types import TracebackType
+from types import SimpleNamespace, TracebackType
 from typing import Any, Self
 
 import aiohttp
@@ -21,7 +21,7 @@ from yarl import URL
 
 from service.errors import ConfigError
 from service.http.auth import Auth, utcnow
-from service.http.limiter import VendorLimiter
+from service.http.limiter import Grant, VendorLimiter
 from service.http.metrics import HttpMetrics
 from service.http.retry import RetryPolicy
 from service.http.vendor_client import VendorClient
@@ -32,6 +32,23 @@ log = structlog.get_logger("service.http")
 
 DEFAULT_CONNECTOR_LIMIT = 100
 Sleep = Callable[[float], Awaitable[Any]]
+
+
+def _sent_trace() -> aiohttp.TraceConfig:
+    """Tell each request's limiter grant when its headers are really on the wire."""
+
+    async def headers_sent(
+        session: aiohttp.ClientSession,
+        ctx: SimpleNamespace,
+        params: aiohttp.TraceRequestHeadersSentParams,
+    ) -> None:
+        grant = ctx.trace_request_ctx
+        if isinstance(grant, Grant):
+            grant.sent()
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_headers_sent.append(headers_sent)
+    return trace
 
 
 class HttpClient:
@@ -82,6 +99,7 @@ class HttpClient:
                 connector=connector,
                 headers={"User-Agent": self.user_agent},
                 timeout=aiohttp.ClientTimeout(total=None),  # per request, see VendorClient
+                trace_configs=[_sent_trace()],
             )
         )
         # aiohttp >= 3.10 silently re-sends an idempotent request once after a

@@ -51,10 +51,20 @@ def default_burst(limit: int) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Grant:
-    """What ``slot()`` yields: how long this caller waited for it."""
+    """What ``slot()`` yields: how long this caller waited for it.
+
+    Call ``sent()`` when the request has actually left (its headers are written): the
+    rate token is then re-dated to that moment, so a delay between grant and send (a
+    busy event loop, a slow connection setup) cannot bunch requests up at the vendor.
+    """
 
     wait_s: float
     granted_at: float
+    on_sent: Callable[[], None] | None = None
+
+    def sent(self) -> None:
+        if self.on_sent is not None:
+            self.on_sent()
 
 
 class VendorLimiter:
@@ -147,6 +157,25 @@ class VendorLimiter:
         if remaining > 0:
             await asyncio.sleep(remaining + 1e-4)  # it admits only when strictly older
 
+    def _last_stamp(self) -> float | None:
+        log = getattr(self._throttler, "_task_logs", None)
+        return log[-1] if log else None
+
+    def _redate(self, stamp: float) -> None:
+        """Move a grant's entry in the throttle log to now (when it was really sent).
+
+        Later grants were logged before now, so appending keeps the log sorted. An entry
+        already out of the window needs nothing.
+        """
+        log = getattr(self._throttler, "_task_logs", None)
+        if log is None:
+            return
+        try:
+            log.remove(stamp)
+        except ValueError:
+            return
+        log.append(max(stamp, time.monotonic()))
+
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[Grant]:
         """Hold one parallel slot and one rate token for the duration of the block."""
@@ -157,6 +186,7 @@ class VendorLimiter:
                 async with self._gate:
                     await self._until_token()
                     await self._throttler.acquire()
+                    stamp = self._last_stamp()
                 # A pause that began while we queued on the throttle: the token is
                 # spent, but sending now would land in the pause; take a fresh one.
                 if self.paused_for_s() <= 0:
@@ -169,7 +199,11 @@ class VendorLimiter:
             self.in_flight += 1
             self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
             try:
-                yield Grant(wait_s=wait_s, granted_at=granted)
+                yield Grant(
+                    wait_s=wait_s,
+                    granted_at=granted,
+                    on_sent=None if stamp is None else lambda: self._redate(stamp),
+                )
             finally:
                 self.in_flight -= 1
 

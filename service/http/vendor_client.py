@@ -227,6 +227,7 @@ class VendorClient:
                     url,
                     headers=headers,
                     timeout=self.stream_timeout if streaming else self.timeout,
+                    trace_request_ctx=grant,
                     **send,
                 )
             )

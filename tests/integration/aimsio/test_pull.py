@@ -74,13 +74,13 @@ async def test_incremental_fetches_only_changes_within_the_caps(
 async def test_streams_share_one_limiter_and_overload_is_retried(
     engine: AsyncEngine, db_url: str, aimsio_sandbox: StartAimsio
 ) -> None:
-    sb = await aimsio_sandbox(records=40)
+    sb = await aimsio_sandbox(records=20)
     settings = aimsio_settings(db_url, sb.base_url, streams=("User", "Employee", "Equipment"))
     async with Runtime(settings, db=engine) as rt:
         results = await asyncio.gather(
             *(run_stream(rt, "aimsio", s, "manual") for s in ("User", "Employee", "Equipment"))
         )
-    assert [r.counts.inserted for r in results] == [40, 40, 40]
+    assert [r.counts.inserted for r in results] == [20, 20, 20]
     stats = await control(sb, "stats")
     assert stats["violations"] == []
     assert stats["max_per_s"] <= 10
