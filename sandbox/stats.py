@@ -32,12 +32,17 @@ class VendorStats:
     by_status: dict[int, int] = field(default_factory=dict)
     violations: list[str] = field(default_factory=list)
     violation_count: int = 0
+    first_arrival_s: float | None = None  # monotonic, for rates over a measured span
+    last_arrival_s: float | None = None
     _arrivals: deque[float] = field(default_factory=deque, repr=False)
 
     def arrive(self, path: str, now: float | None = None) -> None:
         """Record a request arriving (before any queueing or limiting)."""
         t = time.monotonic() if now is None else now
         self.requests += 1
+        if self.first_arrival_s is None:
+            self.first_arrival_s = t
+        self.last_arrival_s = t
         arrivals = self._arrivals
         while arrivals and t - arrivals[0] >= WINDOW_S:
             arrivals.popleft()
@@ -78,6 +83,11 @@ class VendorStats:
             "errors_injected": self.errors_injected,
             "by_status": {str(k): v for k, v in sorted(self.by_status.items())},
             "violation_count": self.violation_count,
+            "arrival_span_s": (
+                self.last_arrival_s - self.first_arrival_s
+                if self.first_arrival_s is not None and self.last_arrival_s is not None
+                else None
+            ),
             "violations": list(self.violations),
             "caps": {"max_parallel": self.max_parallel, "rate_per_s": self.rate_per_s},
         }

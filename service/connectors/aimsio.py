@@ -175,8 +175,7 @@ class AimsioConnector(Connector):
 
     async def pull(self, ctx: StreamContext) -> AsyncIterator[Batch]:
         entity = self.spec(ctx.stream).name
-        listing = await self.client.request("GET", f"{API}/{entity}")
-        stubs = parse_stubs(entity, listing.json())
+        stubs = await self.list_stubs(entity)
         staged = await ctx.cursors()
         todo = changed_stubs(stubs, staged)
         seen = frozenset(s.key for s in stubs)
@@ -189,7 +188,7 @@ class AimsioConnector(Connector):
         unchanged = len(stubs) - len(todo)
         pending: list[Record] = []
         gone: list[str] = []
-        async for record in self._fetch_all(entity, todo):
+        async for record in self.fetch_records(entity, todo):
             if isinstance(record, str):
                 gone.append(record)  # vanished between listing and fetch
                 continue
@@ -205,8 +204,14 @@ class AimsioConnector(Connector):
             unchanged=unchanged,
         )
 
-    async def _fetch_all(self, entity: str, todo: list[Stub]) -> AsyncIterator[Record | str]:
-        """GET-one for each stub through a small worker pool; yields as results arrive.
+    async def list_stubs(self, entity: str) -> list[Stub]:
+        """The GET-all listing: every object's id and ``updatedAt``."""
+        listing = await self.client.request("GET", f"{API}/{entity}")
+        return parse_stubs(entity, listing.json())
+
+    async def fetch_records(self, entity: str, todo: list[Stub]) -> AsyncIterator[Record | str]:
+        """GET-one for each stub through a small worker pool; yields as results arrive
+        (a key instead of a record when the object vanished since the listing).
 
         The pool only keeps the limiter fed (it never exceeds the vendor's parallel cap);
         the limiter alone decides the pace.

@@ -30,6 +30,7 @@ together in the next, and the server would see a burst above the cap.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -40,6 +41,7 @@ from typing import Any
 from asyncio_throttle import Throttler
 
 Clock = Callable[[], float]
+REDATE_ALLOWANCE_S = 0.005
 Sleep = Callable[[float], Awaitable[Any]]
 
 
@@ -145,36 +147,57 @@ class VendorLimiter:
         while (remaining := self._paused_until - self._clock()) > 0:
             await self._sleep(remaining)
 
-    async def _until_token(self) -> None:
+    async def _until_token(self) -> float | None:
         """Sleep until the throttler's oldest grant leaves its window (no polling).
 
-        Reads asyncio-throttle 1.0.2's log; without it, ``acquire()`` just polls.
+        Returns the moment the token became due (None when one was free at once). Reads
+        asyncio-throttle 1.0.2's log; without it, ``acquire()`` just polls.
         """
         log = getattr(self._throttler, "_task_logs", None)
         if log is None or len(log) < self._throttler.rate_limit:
-            return
-        remaining = log[0] + self._throttler.period - time.monotonic()
+            return None
+        due = log[0] + self._throttler.period
+        remaining = due - time.monotonic()
         if remaining > 0:
             await asyncio.sleep(remaining + 1e-4)  # it admits only when strictly older
+        return due
+
+    def _date_on_schedule(self, due: float | None) -> None:
+        """Log a token that was waited for at its due time, not at the (late) wake-up.
+
+        Timer wake-ups run a millisecond or so late; logged as is, every interval would
+        grow by that much and the achieved rate fall short of the cap for nothing.
+        """
+        log = getattr(self._throttler, "_task_logs", None)
+        if due is None or not log or log[-1] <= due:
+            return
+        floor = log[-2] if len(log) > 1 else due
+        log[-1] = max(due, floor)
 
     def _last_stamp(self) -> float | None:
         log = getattr(self._throttler, "_task_logs", None)
         return log[-1] if log else None
 
     def _redate(self, stamp: float) -> None:
-        """Move a grant's entry in the throttle log to now (when it was really sent).
+        """Move a grant's entry in the throttle log to when it was really sent.
 
-        Later grants were logged before now, so appending keeps the log sorted. An entry
-        already out of the window needs nothing.
+        Only the delay beyond ``REDATE_ALLOWANCE_S`` counts: the ordinary grant→send time
+        (a millisecond or two) would otherwise be added to every interval and cost rate,
+        while a stall longer than that must not bunch requests up at the vendor. Any 11
+        sends then span at least ten intervals minus the allowance once (not per request).
+        An entry already out of the window needs nothing.
         """
         log = getattr(self._throttler, "_task_logs", None)
         if log is None:
+            return
+        redated = time.monotonic() - REDATE_ALLOWANCE_S
+        if redated <= stamp:
             return
         try:
             log.remove(stamp)
         except ValueError:
             return
-        log.append(max(stamp, time.monotonic()))
+        bisect.insort(log, redated)
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[Grant]:
@@ -184,8 +207,9 @@ class VendorLimiter:
             while True:
                 await self._wait_pause()
                 async with self._gate:
-                    await self._until_token()
+                    due = await self._until_token()
                     await self._throttler.acquire()
+                    self._date_on_schedule(due)
                     stamp = self._last_stamp()
                 # A pause that began while we queued on the throttle: the token is
                 # spent, but sending now would land in the pause; take a fresh one.

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from service.http.limiter import VendorLimiter, default_burst
+from service.http.limiter import REDATE_ALLOWANCE_S, VendorLimiter, default_burst
 
 
 class FakeTime:
@@ -268,3 +268,18 @@ async def test_cancelled_waiter_releases_nothing_it_did_not_hold() -> None:
     assert limiter.slots_granted == 2
     assert "acme" in repr(limiter)
     assert limiter.snapshot()["slots_granted"] == 2
+
+
+async def test_a_late_send_pushes_the_next_token_back() -> None:
+    """A request that leaves late (a stall after its grant) re-dates its token, so the next
+    request cannot reach the vendor closer to it than one interval."""
+    limiter = VendorLimiter("v", max_parallel=5, rate_per_s=10, safety_margin=0.0)
+    interval = limiter.throttle_period_s
+    async with limiter.slot() as first:
+        await asyncio.sleep(0.05)  # e.g. a busy event loop between grant and send
+        sent_at = time.monotonic()
+        first.sent()
+    async with limiter.slot():
+        second_at = time.monotonic()
+    assert second_at - sent_at >= interval - REDATE_ALLOWANCE_S - 0.002
+
