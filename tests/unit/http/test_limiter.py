@@ -282,4 +282,3 @@ async def test_a_late_send_pushes_the_next_token_back() -> None:
     async with limiter.slot():
         second_at = time.monotonic()
     assert second_at - sent_at >= interval - REDATE_ALLOWANCE_S - 0.002
-
