@@ -50,6 +50,7 @@ class Daemon:
         self.metrics = DaemonMetrics(self.registry)
         self._running: set[asyncio.Task[Any]] = set()
         self._accepting = True
+        self.health_url: str | None = None  # set once the health server listens
 
     def jobs(self) -> list[tuple[str, str, str]]:
         """(vendor, stream, schedule) for every enabled stream of every enabled vendor."""
@@ -165,5 +166,8 @@ class Daemon:
         await runner.setup()
         site = web.TCPSite(runner, self.settings.daemon.host, self.settings.daemon.port)
         await site.start()
-        log.info("health server", host=self.settings.daemon.host, port=self.settings.daemon.port)
+        server: Any = site._server  # aiohttp exposes the bound port only here (port 0)
+        port = server.sockets[0].getsockname()[1] if server else 0
+        self.health_url = f"http://{self.settings.daemon.host}:{port}"
+        log.info("health server", url=self.health_url)
         return runner

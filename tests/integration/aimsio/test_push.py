@@ -234,3 +234,25 @@ async def test_mapping_rule_and_plain_sql_insert_feed_the_outbox(
         again = await push_once(rt)  # the rule maps the same row: nothing new
     assert again.enqueued_by_mappings == 0
     assert again.outcomes == []
+
+
+async def test_two_concurrent_push_workers_send_each_row_once(
+    engine: AsyncEngine, db_url: str, aimsio_sandbox: StartAimsio
+) -> None:
+    sb = await aimsio_sandbox(records=10)
+    await control(sb, "faults", {"latency_ms": 50})
+    await enqueue_rows(engine, rows([user(i) for i in range(200)]))
+    settings = aimsio_settings(db_url, sb.base_url, push={"batch_size": 20})
+    async with (
+        Runtime(settings, db=engine, owner="worker-a") as a,
+        Runtime(settings, db=engine, owner="worker-b") as b,
+    ):
+        ra, rb = await asyncio.gather(push_once(a), push_once(b))
+    sent_a = {o.record_key for o in ra.outcomes if o.status == "sent"}
+    sent_b = {o.record_key for o in rb.outcomes if o.status == "sent"}
+    assert sent_a.isdisjoint(sent_b)
+    assert len(sent_a | sent_b) == 200
+    assert sent_a
+    assert sent_b  # both really worked
+    assert await statuses(engine) == {"sent": 200}
+    assert len(await vendor_get(sb, "User")) == 10 + 200
