@@ -21,6 +21,7 @@ from rich.table import Table
 from service.config import Settings, effective_config, load_settings
 from service.errors import ConfigError, InputError, LeaseHeld, SyncError
 from service.logging import redact_text, setup_logging
+from service.render import push_summary, push_table, runs_table
 
 T = TypeVar("T")
 
@@ -205,24 +206,8 @@ def resync(
     results = run_async(
         resync_streams(settings, vendor, stream, full=full, since=since_dt, console=err)
     )
-    table = Table(title=f"resync {vendor}")
-    for col in ("stream", "result", "inserted", "updated", "unchanged", "deleted", "requests", "s"):
-        table.add_column(col)
-    failed = False
-    for r in results:
-        failed |= r.status != "succeeded"
-        c = r.counts
-        table.add_row(
-            r.stream,
-            r.status,
-            str(c.inserted),
-            str(c.updated),
-            str(c.unchanged),
-            str(c.deleted),
-            str(r.requests),
-            f"{r.duration_s:.1f}",
-        )
-    out.print(table)
+    out.print(runs_table(f"resync {vendor}", results))
+    failed = any(r.status != "succeeded" for r in results)
     for r in results:
         if r.error:
             err.print(f"{r.stream}: {redact_text(r.error)}", highlight=False)
@@ -281,18 +266,8 @@ def push(
             return await push_once(rt, vendor=vendor, dry_run=dry_run)
 
     report = run_async(go())
-    table = Table(title="push (dry run: nothing sent)" if dry_run else "push")
-    for col in ("vendor", "entity", "key", "outcome", "detail"):
-        table.add_column(col)
-    for o in report.outcomes:
-        table.add_row(o.vendor, o.entity, o.record_key, o.status, o.detail or "")
-    out.print(table)
-    counts = report.counts()
-    summary = "; ".join(
-        f"{v}/{e}: " + ", ".join(f"{k} {n}" for k, n in sorted(c.items()))
-        for (v, e), c in sorted(counts.items())
-    )
-    out.print(summary or "outbox empty: nothing to send")
+    out.print(push_table("push (dry run: nothing sent)" if dry_run else "push", report))
+    out.print(push_summary(report) or "outbox empty: nothing to send")
 
 
 @push_app.command("enqueue")
@@ -340,6 +315,7 @@ def demo(
     from service.demo import render, run_demo, summary_json
 
     settings = settings_from(config)
+    setup_logging("warning", settings.log_format)  # the demo's tables tell the story
     phases, report = run_async(run_demo(config, records=records, console=out))
     caps = {
         v: {"rate_per_s": s.rate_per_s, "max_parallel": s.max_parallel}

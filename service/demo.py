@@ -28,6 +28,7 @@ from service.engine.push import PushReport, push_once
 from service.engine.runtime import Runtime
 from service.engine.sync import run_stream
 from service.models import RunResult
+from service.render import push_table, runs_table
 
 DEMO_DB = Path("var/demo.db")
 
@@ -149,33 +150,7 @@ async def run_demo(
 def render(phases: list[Phase], report: PushReport, settings_caps: dict[str, Any]) -> list[Table]:
     tables = []
     for ph in phases:
-        t = Table(title=f"{ph.name} ({ph.duration_s:.1f} s)")
-        for col in (
-            "vendor",
-            "stream",
-            "result",
-            "inserted",
-            "updated",
-            "unchanged",
-            "deleted",
-            "requests",
-            "s",
-        ):
-            t.add_column(col, justify="left" if col in ("vendor", "stream", "result") else "right")
-        for r in ph.results:
-            c = r.counts
-            t.add_row(
-                r.vendor,
-                r.stream,
-                r.status,
-                str(c.inserted),
-                str(c.updated),
-                str(c.unchanged),
-                str(c.deleted),
-                str(r.requests),
-                f"{r.duration_s:.1f}",
-            )
-        tables.append(t)
+        tables.append(runs_table(f"{ph.name} ({ph.duration_s:.1f} s)", ph.results))
         limits = Table(title=f"{ph.name}: the vendor's view (sandbox counters)")
         for col in (
             "vendor",
@@ -203,12 +178,7 @@ def render(phases: list[Phase], report: PushReport, settings_caps: dict[str, Any
                 str(s["violation_count"]),
             )
         tables.append(limits)
-    push = Table(title="push outcomes")
-    for col in ("vendor", "entity", "key", "outcome", "detail"):
-        push.add_column(col)
-    for o in report.outcomes:
-        push.add_row(o.vendor, o.entity, o.record_key, o.status, o.detail or "")
-    tables.append(push)
+    tables.append(push_table("push outcomes", report))
     return tables
 
 
