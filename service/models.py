@@ -42,7 +42,7 @@ class Batch:
     state: JSON
     seen_keys: frozenset[str] | None = None
     deleted_keys: list[str] = field(default_factory=list)
-    # ``unchanged_keys`` are keys the connector knows did not change (skipped before fetching).
+    # Records the connector knew to be unchanged and did not fetch (counted, not written).
     unchanged: int = 0
 
 

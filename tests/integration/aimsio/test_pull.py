@@ -126,3 +126,23 @@ async def test_vanished_between_list_and_get_is_deleted_not_fatal(
     assert result.status == "succeeded"
     async with engine.connect() as conn:
         assert stale not in await fetch_live(conn, "aimsio", "User")
+
+
+async def test_full_and_since_resyncs(
+    engine: AsyncEngine, db_url: str, aimsio_sandbox: StartAimsio
+) -> None:
+    from datetime import UTC, datetime
+
+    sb = await aimsio_sandbox(records=20)
+    settings = aimsio_settings(db_url, sb.base_url)
+    listing = await vendor_get(sb, "User")
+    stamps = sorted(s["updatedAt"] for s in listing)
+    since = datetime.fromtimestamp(stamps[15] / 1000, tz=UTC)
+    async with Runtime(settings, db=engine) as rt:
+        await run_stream(rt, "aimsio", "User", "manual")
+        full = await run_stream(rt, "aimsio", "User", "manual", full=True)
+        partial = await run_stream(rt, "aimsio", "User", "manual", since=since)
+    assert full.requests == 1 + 20  # --full re-reads every object
+    assert (full.counts.unchanged, full.counts.written) == (20, 0)
+    assert partial.requests == 1 + 5  # --since re-reads only objects updated since then
+    assert partial.counts.written == 0
