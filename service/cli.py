@@ -97,7 +97,13 @@ def age(ts: datetime | None, now: datetime) -> str:
 @app.command("check-config")
 def check_config(config: ConfigOpt = None) -> None:
     """Validate the configuration and print the effective settings, secrets masked."""
+    from service.engine.runtime import check_streams
+
     settings = settings_from(config)
+    try:
+        check_streams(settings)
+    except ConfigError as exc:
+        fail(f"config: {exc}", 2)
     out.print_json(json.dumps(effective_config(settings)))
 
 

@@ -38,6 +38,24 @@ def default_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
+def check_streams(settings: Settings) -> None:
+    """Every enabled vendor has a connector, and every configured stream is one it serves."""
+    for vendor, vs in settings.vendors.items():
+        if not vs.enabled:
+            continue
+        try:
+            cls = connector_class(vendor)
+        except KeyError as exc:
+            raise ConfigError(exc.args[0], key=f"vendors.{vendor}.enabled") from None
+        known = {s.lower(): s for s in cls.known_streams()}
+        for stream in vs.streams:
+            if stream.lower() not in known:
+                raise ConfigError(
+                    f"{vendor} has no stream {stream!r} (known: {', '.join(known.values())})",
+                    key=f"vendors.{vendor}.streams.{stream}",
+                )
+
+
 class Runtime:
     """One per process. ``async with Runtime(settings) as rt:`` then ``rt.connector(v)``."""
 
@@ -81,6 +99,7 @@ class Runtime:
                 engine = create_engine(self.settings.database.url, echo=self.settings.database.echo)
                 self._stack.push_async_callback(engine.dispose)
                 self._db = engine
+            check_streams(self.settings)
             if self._require_schema:
                 await check_schema(self._db)
             pool = sum(v.max_parallel for v in self.settings.vendors.values() if v.enabled)

@@ -146,3 +146,14 @@ def test_invalid_schedules(text: str) -> None:
 def test_every_and_mask() -> None:
     assert parse_every_s("every 2h") == 7200
     assert mask_url("postgresql+asyncpg://u:pw@h:5432/db") == "postgresql+asyncpg://u:***@h:5432/db"
+
+
+def test_streams_must_be_ones_the_connector_serves(tmp_path: Path) -> None:
+    from service.engine.runtime import check_streams
+
+    check_streams(load_settings(DEFAULT))
+    settings = load_settings(write(tmp_path, MINIMAL.replace("User = {}", "Userz = {}")))
+    with pytest.raises(ConfigError) as info:
+        check_streams(settings)
+    assert info.value.key == "vendors.aimsio.streams.Userz"
+    assert "known: User, Employee" in str(info.value)
