@@ -179,12 +179,15 @@ class AimsioConnector(Connector):
         staged = await ctx.cursors()
         todo = changed_stubs(stubs, staged)
         seen = frozenset(s.key for s in stubs)
+        # The checkpoint advances only with the last batch, once the whole listing is
+        # staged; until then each batch carries the previous one (never ahead of the data).
+        before: JSON = dict(ctx.state or {})
         watermark = max((s.updated_at for s in stubs), default=0)
         state: JSON = {"cursor": str(watermark), "listed": len(stubs)}
         if ctx.since is not None and not ctx.full:
             since_ms = int(ctx.since.timestamp() * 1000)
-            refetch = {s.key for s in stubs if s.updated_at >= since_ms}
-            todo = [s for s in stubs if s.key in refetch or s in todo]
+            changed = {s.key for s in todo}
+            todo = [s for s in stubs if s.updated_at >= since_ms or s.key in changed]
         unchanged = len(stubs) - len(todo)
         pending: list[Record] = []
         gone: list[str] = []
@@ -194,7 +197,7 @@ class AimsioConnector(Connector):
                 continue
             pending.append(record)
             if len(pending) >= ctx.batch_size:
-                yield Batch(records=pending, state=state, deleted_keys=gone)
+                yield Batch(records=pending, state=before, deleted_keys=gone)
                 pending, gone = [], []
         yield Batch(
             records=pending,

@@ -10,6 +10,7 @@ import functools
 import re
 import shlex
 import sqlite3
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
@@ -33,6 +34,7 @@ T = TypeVar("T")
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
+WAL_SWITCH_ATTEMPTS = 100  # x 50 ms
 SQLITE_BUSY_TIMEOUT_MS = 5000
 MIN_SQLITE = (3, 35)
 MIGRATION_LOCK_ID = 0x76656E64  # PostgreSQL advisory lock key held while migrating ("vend")
@@ -150,8 +152,17 @@ def _parse_pg_options(options: str) -> dict[str, str]:
 
 def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
-    cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")  # first: WAL switch may wait
-    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    # Switching a new file to WAL needs an exclusive lock, and SQLite answers "locked" at
+    # once (no busy wait) when another connection is switching it too: retry, bounded.
+    for attempt in range(WAL_SWITCH_ATTEMPTS):
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError:
+            if attempt == WAL_SWITCH_ATTEMPTS - 1:
+                raise
+            time.sleep(0.05)
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes in WAL mode
     cur.close()

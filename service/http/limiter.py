@@ -42,6 +42,7 @@ from asyncio_throttle import Throttler
 
 Clock = Callable[[], float]
 REDATE_ALLOWANCE_S = 0.005
+ON_SCHEDULE_S = 0.001
 Sleep = Callable[[float], Awaitable[Any]]
 
 
@@ -163,16 +164,18 @@ class VendorLimiter:
         return due
 
     def _date_on_schedule(self, due: float | None) -> None:
-        """Log a token that was waited for at its due time, not at the (late) wake-up.
+        """Log a waited-for token up to ``ON_SCHEDULE_S`` before the (late) wake-up.
 
-        Timer wake-ups run a millisecond or so late; logged as is, every interval would
-        grow by that much and the achieved rate fall short of the cap for nothing.
+        Timer wake-ups run about a millisecond late; logged as is, every interval would
+        grow by that much and the rate fall short of the cap for nothing. Absorbing at
+        most ``ON_SCHEDULE_S`` keeps any span of k+1 starts at least k intervals minus
+        that once, far inside the safety margin.
         """
         log = getattr(self._throttler, "_task_logs", None)
         if due is None or not log or log[-1] <= due:
             return
         floor = log[-2] if len(log) > 1 else due
-        log[-1] = max(due, floor)
+        log[-1] = max(due, floor, log[-1] - ON_SCHEDULE_S)
 
     def _last_stamp(self) -> float | None:
         log = getattr(self._throttler, "_task_logs", None)
