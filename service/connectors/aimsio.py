@@ -209,7 +209,7 @@ class AimsioConnector(Connector):
 
     async def list_stubs(self, entity: str) -> list[Stub]:
         """The GET-all listing: every object's id and ``updatedAt``."""
-        listing = await self.client.request("GET", f"{API}/{entity}")
+        listing = await self.client.request("GET", f"{API}/{entity}", expect_json=True)
         return parse_stubs(entity, listing.json())
 
     async def fetch_records(self, entity: str, todo: list[Stub]) -> AsyncIterator[Record | str]:
@@ -258,7 +258,7 @@ class AimsioConnector(Connector):
 
     async def _fetch_one(self, entity: str, stub: Stub) -> Record | str:
         try:
-            resp = await self.client.request("GET", f"{API}/{entity}/{stub.key}")
+            resp = await self.client.request("GET", f"{API}/{entity}/{stub.key}", expect_json=True)
         except RequestRejected as exc:
             if exc.status == 404:
                 return stub.key
@@ -284,6 +284,9 @@ class AimsioConnector(Connector):
     async def push(self, entity: str, rows: list[tuple[str, JSON]]) -> list[PushOutcome]:
         list_key, _ = PUSH_ENTITIES[entity]
         resp = await self.client.request(
-            "POST", f"{API}/{entity}", json={list_key: [payload for _, payload in rows]}
+            "POST",
+            f"{API}/{entity}",
+            json={list_key: [payload for _, payload in rows]},
+            expect_json=True,
         )
         return parse_import_result(entity, [key for key, _ in rows], resp.json())
