@@ -206,3 +206,52 @@ async def test_expired_lease_is_taken_over(
     async with Runtime(settings, db=engine, owner="alive") as rt:
         result = await run_stream(rt, VENDOR, "items", "manual")
     assert result.status == "succeeded"
+
+
+async def test_random_crash_points_always_converge(
+    engine: AsyncEngine, db_url: str, source: type[SourceConnector], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Crash after a random batch, or inside a random batch's transaction; then re-run.
+    Every time: the state was never ahead of the staged rows, and the re-run converges to
+    exactly the source."""
+    import random
+
+    from sqlalchemy import delete
+
+    from service.db.tables import lease, stream_state
+
+    real_save = sync_mod.save_state
+    rng = random.Random(20261123)
+    for _ in range(6):
+        async with engine.begin() as conn:
+            for table in (staged_record, stream_state, sync_run, lease):
+                await conn.execute(delete(table))
+        n, batch = rng.randint(1, 60), rng.randint(1, 13)
+        source.source = [{"id": i, "v": rng.randint(0, 3)} for i in range(n)]
+        batches = -(-n // batch)
+        crash_at = rng.randint(1, batches)
+        inside = rng.random() < 0.5
+        source.fail_after = None if inside else crash_at
+        calls = 0
+
+        async def flaky_save(*args: Any, _at: int = crash_at, **kwargs: Any) -> None:
+            nonlocal calls
+            calls += 1
+            if calls == _at:
+                raise RuntimeError("crash inside the batch transaction")
+            await real_save(*args, **kwargs)
+
+        monkeypatch.setattr(sync_mod, "save_state", flaky_save if inside else real_save)
+        settings = make_settings(db_url, batch_size=batch)
+        async with Runtime(settings, db=engine) as rt:
+            with pytest.raises((RuntimeError, ServerError)):
+                await run_stream(rt, VENDOR, "items", "manual")
+        assert await state_offset(engine) <= await staged_count(engine)
+        monkeypatch.setattr(sync_mod, "save_state", real_save)
+        source.fail_after = None
+        async with Runtime(settings, db=engine) as rt:
+            await run_stream(rt, VENDOR, "items", "manual")
+        async with engine.connect() as conn:
+            live = await fetch_live(conn, VENDOR, "items")
+        assert live == {str(r["id"]): r for r in source.source}
+        assert await state_offset(engine) == n
