@@ -69,6 +69,11 @@ class Daemon:
         self._running.add(task)
         try:
             await coro
+        except asyncio.CancelledError:
+            if self._accepting:
+                raise
+            # Cancelled by our own shutdown after the grace period: the run is recorded
+            # as cancelled and its lease released; nothing for the scheduler to report.
         finally:
             self._running.discard(task)
 
@@ -132,8 +137,11 @@ class Daemon:
             finally:
                 log.info("daemon stopping", running=len(self._running))
                 self._accepting = False
-                scheduler.shutdown(wait=False)
+                # Drain before shutdown: APScheduler's shutdown cancels running jobs at once,
+                # and they deserve shutdown_grace_s to finish their current batches.
+                scheduler.pause()
                 await self._drain()
+                scheduler.shutdown(wait=False)
                 await runner.cleanup()
 
     async def _drain(self) -> None:

@@ -30,7 +30,7 @@ from service.db import (
     upsert_records,
 )
 from service.engine.runtime import Runtime
-from service.errors import ConfigError, StagingError, SyncError
+from service.errors import ConfigError, StagingError, SyncError, VendorError
 from service.http import request_scope
 from service.models import JSON, Batch, RunResult, UpsertCounts
 
@@ -184,6 +184,8 @@ async def run_stream(
                     if progress is not None:
                         progress(totals)
             except BaseException as exc:
+                if isinstance(exc, VendorError) and exc.stream is None:
+                    exc.stream = stream  # the HTTP layer knows the vendor, not the stream
                 status, error = "failed", short_error(exc)
                 if isinstance(exc, asyncio.CancelledError):
                     status, error = "cancelled", "cancelled (shutdown or interrupt)"

@@ -125,3 +125,28 @@ async def test_run_once(engine: AsyncEngine, db_url: str, sandbox: RunningSandbo
     await asyncio.wait_for(daemon.run(asyncio.Event(), once=True), 60)
     done = await rows(engine, sa.select(sync_run.c.stream, sync_run.c.status))
     assert sorted(done) == [("Employee", "succeeded"), ("User", "succeeded")]
+
+
+async def test_shutdown_lets_a_running_sync_finish_within_the_grace_period(
+    engine: AsyncEngine, db_url: str, sandbox: RunningSandbox
+) -> None:
+    async with aiohttp.ClientSession() as http:
+        await http.post(f"{sandbox.url('aimsio')}/_sandbox/faults", json={"latency_ms": 100})
+    settings = daemon_settings(db_url, sandbox)
+    settings.vendors["aimsio"].streams.pop("Employee")
+    settings.daemon.shutdown_grace_s = 30
+    daemon = Daemon(settings)
+    stop = asyncio.Event()
+    task = asyncio.create_task(daemon.run(stop))
+
+    async def started() -> bool:
+        found = await rows(engine, sa.select(sync_run.c.id))
+        return bool(found)
+
+    await wait_for(started)
+    stop.set()  # SIGTERM while the run is in progress
+    await asyncio.wait_for(task, 30)
+    runs = await rows(engine, sa.select(sync_run.c.status))
+    assert [r.status for r in runs] == ["succeeded"]
+    staged = await rows(engine, sa.select(sa.func.count()).select_from(staged_record))
+    assert staged[0][0] == 15
