@@ -33,7 +33,7 @@ from service.db.outbox import (
 from service.engine.mapping import apply_mappings
 from service.engine.runtime import Runtime
 from service.engine.sync import short_error
-from service.errors import FatalError, RetriableError
+from service.errors import FatalError, LeaseHeld, RetriableError
 from service.http import request_scope
 from service.models import JSON
 
@@ -47,7 +47,7 @@ class RowOutcome:
     vendor: str
     entity: str
     record_key: str
-    status: str  # sent | rejected | invalid | skipped | retry | dead | would-send
+    status: str  # sent | rejected | invalid | skipped | retry | dead | deferred | would-send
     detail: str | None = None
 
 
@@ -190,10 +190,29 @@ async def _push_group(
         seen.add(row.record_key)
         batch.append(row)
     try:
-        verdicts = await connector.push(entity, [(r.record_key, r.payload) for r in batch])
+        async with rt.vendor_lease(vendor):
+            verdicts = await connector.push(entity, [(r.record_key, r.payload) for r in batch])
         results = {v.record_key: v for v in verdicts}
         error: str | None = None
         fatal = False
+    except LeaseHeld as exc:
+        # Another process drives this vendor now: nothing was sent; try again later.
+        later = now + timedelta(seconds=rt.settings.sync.heartbeat_s)
+        async with rt.db.begin() as conn:
+            for row in batch:
+                await settle(
+                    conn,
+                    row.id,
+                    rt.owner,
+                    status=PENDING,
+                    now=now,
+                    next_attempt_at=later,
+                    count_attempt=False,
+                )
+        outcomes.extend(
+            RowOutcome(vendor, entity, r.record_key, "deferred", str(exc)) for r in batch
+        )
+        return outcomes
     except RetriableError as exc:
         results, error, fatal = {}, short_error(exc), False
     except FatalError as exc:

@@ -4,25 +4,36 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import socket
 import uuid
-from collections.abc import Callable
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
+import structlog
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.config import Settings
 from service.connectors import Connector, connector_class
-from service.db import check_schema, create_engine
+from service.db import (
+    acquire_lease,
+    check_schema,
+    create_engine,
+    release_lease,
+    renew_lease,
+)
 from service.errors import ConfigError
 from service.http import HttpClient, HttpMetrics, RetryPolicy, VendorClient, VendorLimiter
 
 Clock = Callable[[], datetime]
+log = structlog.get_logger("service.engine.runtime")
 
 # The vendor counts arrivals, and a request granted at the edge of a window may arrive
 # late by scheduling jitter; 4% keeps 40 ms of headroom for ≥ 0.96 of the cap.
@@ -56,6 +67,14 @@ def check_streams(settings: Settings) -> None:
                 )
 
 
+@dataclass
+class _VendorHold:
+    """This process's hold on one vendor's lease, shared by all its runs."""
+
+    stack: AsyncExitStack = field(default_factory=AsyncExitStack)
+    users: int = 0
+
+
 class Runtime:
     """One per process. ``async with Runtime(settings) as rt:`` then ``rt.connector(v)``."""
 
@@ -77,6 +96,8 @@ class Runtime:
         self._metrics = HttpMetrics(registry) if registry is not None else None
         self._stack = AsyncExitStack()
         self._connectors: dict[str, Connector] = {}
+        self._vendor_holds: dict[str, _VendorHold] = {}
+        self._vendor_lock = asyncio.Lock()
         self._db: AsyncEngine | None = None
         self._http: HttpClient | None = None
 
@@ -152,6 +173,66 @@ class Runtime:
         client.auth = connector.make_auth()
         self._connectors[vendor] = connector
         return connector
+
+    @asynccontextmanager
+    async def lease(self, name: str) -> AsyncIterator[None]:
+        """Hold the lease ``name`` (heartbeat while held), or raise ``LeaseHeld``."""
+        ttl_s = self.settings.sync.lease_ttl_s
+        async with self.db.begin() as conn:
+            await acquire_lease(conn, name, self.owner, ttl_s=ttl_s, now=self.clock())
+
+        async def heartbeat() -> None:
+            while True:
+                await asyncio.sleep(self.settings.sync.heartbeat_s)
+                async with self.db.begin() as conn:
+                    now = self.clock()
+                    if not await renew_lease(conn, name, self.owner, ttl_s=ttl_s, now=now):
+                        log.warning("lease lost", lease=name, owner=self.owner)
+                        return
+
+        beat = asyncio.create_task(heartbeat(), name=f"heartbeat {name}")
+        try:
+            yield
+        finally:
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat
+
+            async def release() -> None:
+                async with self.db.begin() as conn:
+                    await release_lease(conn, name, self.owner)
+
+            # Released even when cancelled; shielded so a shutdown does not strand it.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(release())
+
+    @asynccontextmanager
+    async def vendor_lease(self, vendor: str) -> AsyncIterator[None]:
+        """Hold ``vendor:<id>`` while any run or push of this process uses the vendor.
+
+        The limiter lives in this process, so only one process may drive a vendor at a
+        time: another daemon replica or a manual ``resync`` elsewhere gets ``LeaseHeld``.
+        """
+        async with self._vendor_lock:
+            hold = self._vendor_holds.get(vendor)
+            if hold is None:
+                hold = _VendorHold()
+                await hold.stack.enter_async_context(self.lease(f"vendor:{vendor}"))
+                self._vendor_holds[vendor] = hold
+            hold.users += 1
+        try:
+            yield
+        finally:
+            hold.users -= 1
+            if hold.users == 0:
+                await asyncio.shield(self._drop_vendor(vendor, hold))
+
+    async def _drop_vendor(self, vendor: str, hold: _VendorHold) -> None:
+        async with self._vendor_lock:
+            # A run that started meanwhile reuses the hold; only the last one releases.
+            if hold.users == 0 and self._vendor_holds.get(vendor) is hold:
+                del self._vendor_holds[vendor]
+                await hold.stack.aclose()
 
     def request_stats(self, vendor: str) -> dict[str, Any]:
         connector = self._connectors.get(vendor)

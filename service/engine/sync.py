@@ -3,24 +3,24 @@
 Each batch's rows and the stream's new state are committed in one transaction, and that
 transaction first renews the stream's lease, so a runner that lost its lease can never
 commit. A crash anywhere leaves the state at or behind the data; re-running converges.
+A run also holds its vendor's lease (shared by every run of this process), so no other
+process drives the vendor at the same time and this process's limiter is the vendor's
+true global limit.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import datetime
 
 import structlog
 
 from service.connectors import StreamContext
 from service.db import (
-    acquire_lease,
     finish_run,
     load_state,
-    release_lease,
     renew_lease,
     save_state,
     soft_delete_keys,
@@ -63,37 +63,6 @@ def resolve_stream(rt: Runtime, vendor: str, stream: str) -> str:
             return name
     known = ", ".join(settings.streams) or "none"
     raise ConfigError(f"unknown stream {stream!r} (configured: {known})", key=f"vendors.{vendor}")
-
-
-@contextlib.asynccontextmanager
-async def _held_lease(rt: Runtime, name: str) -> AsyncIterator[None]:
-    ttl_s = rt.settings.sync.lease_ttl_s
-    async with rt.db.begin() as conn:
-        await acquire_lease(conn, name, rt.owner, ttl_s=ttl_s, now=rt.clock())
-
-    async def heartbeat() -> None:
-        while True:
-            await asyncio.sleep(rt.settings.sync.heartbeat_s)
-            async with rt.db.begin() as conn:
-                if not await renew_lease(conn, name, rt.owner, ttl_s=ttl_s, now=rt.clock()):
-                    log.warning("lease lost", lease=name, owner=rt.owner)
-                    return
-
-    beat = asyncio.create_task(heartbeat(), name=f"heartbeat {name}")
-    try:
-        yield
-    finally:
-        beat.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await beat
-
-        # Release even when cancelled; shielded so shutdown does not strand the lease.
-        async def release() -> None:
-            async with rt.db.begin() as conn:
-                await release_lease(conn, name, rt.owner)
-
-        with contextlib.suppress(Exception):
-            await asyncio.shield(release())
 
 
 async def commit_batch(
@@ -152,7 +121,7 @@ async def run_stream(
     started = time.monotonic()
     totals = UpsertCounts()
     with request_scope() as tally:
-        async with _held_lease(rt, name):
+        async with rt.vendor_lease(vendor), rt.lease(name):
             async with rt.db.begin() as conn:
                 run_id = await start_run(conn, vendor, stream, trigger, now=rt.clock())
                 state = await load_state(conn, vendor, stream)

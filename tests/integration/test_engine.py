@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import service.engine.sync as sync_mod
-from service.config import Settings
+from service.config import Settings, StreamSettings
 from service.connectors import REGISTRY, Connector, StreamContext, StreamSpec
 from service.db import fetch_live, load_state
 from service.db.tables import staged_record, sync_run
@@ -255,3 +255,38 @@ async def test_random_crash_points_always_converge(
             live = await fetch_live(conn, VENDOR, "items")
         assert live == {str(r["id"]): r for r in source.source}
         assert await state_offset(engine) == n
+
+
+async def test_one_process_drives_a_vendor_at_a_time(
+    engine: AsyncEngine,
+    db_url: str,
+    source: type[SourceConnector],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another stream of the same vendor in another process is refused (its limiter would
+    add to ours); in the same process, streams share the vendor lease."""
+    settings = make_settings(db_url)
+    settings.vendors[VENDOR].streams["other"] = StreamSettings()
+    specs = (StreamSpec("items", "id", "v"), StreamSpec("other", "id", "v"))
+    monkeypatch.setattr(source, "stream_specs", specs)
+    gate = asyncio.Event()
+    source.gate = gate
+    async with (
+        Runtime(settings, db=engine, owner="proc-a") as a,
+        Runtime(settings, db=engine, owner="proc-b") as b,
+    ):
+        first = asyncio.create_task(run_stream(a, VENDOR, "items", "schedule"))
+        sibling = asyncio.create_task(run_stream(a, VENDOR, "other", "schedule"))
+        refusal = ""
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            try:
+                await run_stream(b, VENDOR, "other", "manual")
+            except LeaseHeld as exc:
+                refusal = str(exc)
+                break
+        assert f"vendor:{VENDOR} is already running (owner proc-a" in refusal
+        gate.set()
+        results = await asyncio.gather(first, sibling)
+        assert [r.status for r in results] == ["succeeded", "succeeded"]
+        assert (await run_stream(b, VENDOR, "other", "manual")).status == "succeeded"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 import time
@@ -172,7 +174,7 @@ def test_second_runner_is_refused_while_the_first_runs(project: Path, sandbox_ur
     run("migrate", cwd=project)
     req = urllib.request.Request(
         f"{sandbox_url}/aimsio/_sandbox/faults",
-        data=json.dumps({"latency_ms": 1500}).encode(),
+        data=json.dumps({"latency_ms": 2500}).encode(),
         headers={"Content-Type": "application/json"},
     )
     urllib.request.urlopen(req, timeout=5).close()
@@ -186,14 +188,21 @@ def test_second_runner_is_refused_while_the_first_runs(project: Path, sandbox_ur
         text=True,
     )
     try:
-        deadline = time.monotonic() + 20
-        proc = None
-        while time.monotonic() < deadline:
-            time.sleep(0.3)
-            proc = run("resync", "aimsio", "User", cwd=project)
-            if proc.returncode == 1:
-                break
-        assert proc is not None
+        # Wait until the first runner really holds the stream (bounded), then try a second.
+        db = project / "vs.db"
+        deadline = time.monotonic() + 30
+        held = False
+        while not held and time.monotonic() < deadline:
+            time.sleep(0.1)
+            if db.exists():
+                with contextlib.closing(sqlite3.connect(db, timeout=5)) as conn:
+                    try:
+                        held = bool(conn.execute("SELECT count(*) FROM lease").fetchone()[0])
+                    except sqlite3.OperationalError:
+                        held = False  # schema not there yet
+        assert held, "the first runner never took its lease"
+        proc = run("resync", "aimsio", "User", cwd=project)
+        assert proc.returncode == 1, proc.stderr
         assert "already running (owner " in one_line_error(proc)
     finally:
         _, first_err = first.communicate(timeout=60)
