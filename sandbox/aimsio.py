@@ -63,11 +63,11 @@ from typing import Any, ClassVar
 
 from aiohttp import hdrs, web
 
+from sandbox.aimsio_generator import Generator
 from sandbox.aimsio_rows import ImportTally, is_blank
 from sandbox.aimsio_schema import (
     SPECS,
     EntitySpec,
-    Generator,
     generated_updated_ms,
     index_from_guid,
     parse_path,

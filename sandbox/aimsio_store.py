@@ -11,6 +11,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+from sandbox.aimsio_generator import Generator
 from sandbox.aimsio_rows import (
     STRING_LISTS,
     ImportTally,
@@ -19,7 +20,7 @@ from sandbox.aimsio_rows import (
     row_errors,
     writable_fields,
 )
-from sandbox.aimsio_schema import SPECS, EntitySpec, Generator, index_from_guid, index_from_key
+from sandbox.aimsio_schema import SPECS, EntitySpec, index_from_guid, index_from_key
 from sandbox.data import Dataset, Record
 
 # Decides whether the server rejects a valid row anyway (the fault switches).

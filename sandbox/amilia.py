@@ -283,7 +283,7 @@ class AmiliaSim(VendorSim):
     # --- reads ----------------------------------------------------------------------------------
     async def _accounts(self, request: web.Request, params: Params) -> web.Response:
         q = request.query
-        rows = self.store.list_accounts(
+        rows = self.store.lists.accounts(
             parse_bool(q, "showArchived"), q.get("accountOwnerEmail") or None
         )
         return self._v3_page(request, rows, self.store.account)
@@ -295,25 +295,25 @@ class AmiliaSim(VendorSim):
     async def _person_registrations(self, request: web.Request, params: Params) -> web.Response:
         p = self._index(self.store.persons, params["id"], "person")
         show_ended = parse_bool(request.query, "showEnded")
-        rows = self.store.list_person_registrations(p, self.today(), show_ended)
+        rows = self.store.lists.person_registrations(p, self.today(), show_ended)
         return self._v3_page(request, rows, self.store.registration)
 
     async def _registrations(self, request: web.Request, params: Params) -> web.Response:
         q = request.query
         first, last = parse_day(q, "from"), parse_day(q, "to")
-        rows = self.store.list_registrations(self.today(), parse_bool(q, "showEnded"), first, last)
+        rows = self.store.lists.registrations(self.today(), parse_bool(q, "showEnded"), first, last)
         return self._v3_page(request, rows, self.store.registration)
 
     async def _accessscans(self, request: web.Request, params: Params) -> web.Response:
         first, last = parse_day(request.query, "start"), parse_day(request.query, "end")
         if first is None and last is None:
             first = last = self.today()  # documented: both omitted → today
-        rows = self.store.list_scans(first or 1, last or date.max.toordinal())
+        rows = self.store.lists.scans(first or 1, last or date.max.toordinal())
         return self._v3_page(request, rows, self.store.scan)
 
     async def _programs(self, request: web.Request, params: Params) -> web.Response:
         q = request.query
-        rows = self.store.list_programs(parse_bool(q, "showHidden"), parse_bool(q, "showArchived"))
+        rows = self.store.lists.programs(parse_bool(q, "showHidden"), parse_bool(q, "showArchived"))
         return self._v3_page(request, rows, self.store.programs.get)
 
     async def _program(self, request: web.Request, params: Params) -> web.Response:
@@ -325,7 +325,7 @@ class AmiliaSim(VendorSim):
         q = request.query
         for accepted in ("showOccurrences", "showTaxes"):  # validated; no extra fields modelled
             parse_bool(q, accepted)
-        rows = self.store.list_activities(
+        rows = self.store.lists.activities(
             p, parse_bool(q, "showHidden"), parse_bool(q, "showCancelled")
         )
         return self._v3_page(request, rows, self.store.activities.get)
@@ -336,11 +336,11 @@ class AmiliaSim(VendorSim):
         return web.json_response(self.store.activities.get(a))
 
     async def _v2_accounts(self, request: web.Request, params: Params) -> web.Response:
-        rows = self.store.list_accounts(parse_bool(request.query, "showArchived"), None)
+        rows = self.store.lists.accounts(parse_bool(request.query, "showArchived"), None)
         return self._v2_page(request, rows, self.store.accounts, self.store.account)
 
     async def _v2_persons(self, request: web.Request, params: Params) -> web.Response:
-        rows = self.store.list_persons()
+        rows = self.store.lists.persons()
         return self._v2_page(request, rows, self.store.persons, self.store.person)
 
     # --- writes (assumed endpoints, doc 4.4) ---------------------------------------------------

@@ -1,19 +1,13 @@
-"""The Amilia sandbox's records: tables, joins into the API's shapes, filtered lists, edits.
+"""The Amilia sandbox's records: tables, joins into the API's shapes, edits.
 
-Lists are arrays of row indices in id order, built by one pass over cheap facts and
-cached per filter until any table changes, so walking a large list page by page costs
-one scan, not one per page.
+The filtered lists the list endpoints page through (row indices in id order, cached per
+filter) are ``Store.lists``, a :class:`~sandbox.amilia_list.Lists`.
 """
 
 from __future__ import annotations
 
 import random
-from array import array
-from bisect import bisect_left, bisect_right
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
-from datetime import date
-from typing import Any
+from collections.abc import Iterable
 
 from sandbox.amilia_data import (
     ACCOUNT_BASE,
@@ -31,17 +25,15 @@ from sandbox.amilia_data import (
     Table,
     blank_person,
     build_person,
-    day_of,
-    email_person_hint,
     iso_datetime,
     make_activity,
     make_membership,
     make_program,
     public,
 )
+from sandbox.amilia_list import Lists
 from sandbox.data import Record
 
-MAX_CACHED_LISTS = 16
 STAFF = (None, None, None, {"Id": 501, "FullName": "Marie Dubé"}, {"Id": 502, "FullName": "Sam Li"})
 
 
@@ -67,10 +59,7 @@ class Store:
         )
         self.skills: dict[int, list[Record]] = {}
         self._skill_count = 0
-        self._tables = (self.accounts, self.persons, self.registrations, self.scans)
-        self._lists: OrderedDict[tuple[Any, ...], tuple[tuple[int, ...], array[int]]] = (
-            OrderedDict()
-        )
+        self.lists = Lists(self)
 
     # --- generation ---------------------------------------------------------------------
     def _make_account(self, rng: random.Random, i: int) -> Record:
@@ -196,138 +185,6 @@ class Store:
             "Location": rec["Location"],
             "Result": rec["Result"],
         }
-
-    # --- facts: formulas for untouched rows, the record for edited ones ----------------------
-    def _account_archived(self, a: int) -> bool:
-        if a in self.accounts.edited:
-            rec = self.accounts.get(a)
-            return rec is not None and bool(rec["_archived"])
-        return self.layout.account_archived(a)
-
-    def _registration_facts(self, r: int) -> tuple[int, int]:
-        """(created day ordinal, activity index)."""
-        if r in self.registrations.edited:
-            rec = self.registrations.get(r)
-            assert rec is not None
-            return day_of(rec["DateCreated"]), rec["_activity"]
-        L = self.layout
-        return L.registration_day(r), L.registration_activity(r)
-
-    # --- filtered lists (row indices in id order) ---------------------------------------------
-    def _cached(self, key: tuple[Any, ...], build: Callable[[], Iterable[int]]) -> array[int]:
-        stamp = tuple(t.version for t in self._tables)
-        hit = self._lists.get(key)
-        if hit is not None and hit[0] == stamp:
-            self._lists.move_to_end(key)
-            return hit[1]
-        rows = array("q", build())
-        self._lists[key] = (stamp, rows)
-        if len(self._lists) > MAX_CACHED_LISTS:
-            self._lists.popitem(last=False)
-        return rows
-
-    def list_accounts(self, show_archived: bool, owner_email: str | None) -> array[int]:
-        if owner_email is not None:
-            found = sorted(self._accounts_by_owner_email(owner_email))
-            return array("q", (a for a in found if show_archived or not self._account_archived(a)))
-        return self._cached(
-            ("accounts", show_archived),
-            lambda: (
-                a for a in self.accounts.indices() if show_archived or not self._account_archived(a)
-            ),
-        )
-
-    def _accounts_by_owner_email(self, email: str) -> set[int]:
-        wanted = email.strip().lower()
-        candidates = set(self.persons.edited)
-        hint = email_person_hint(wanted)
-        if hint is not None:
-            candidates.add(hint - PERSON_BASE)
-        found: set[int] = set()
-        for p in candidates:
-            person = self.persons.get(p)
-            if person is None or (person["Email"] or "").lower() != wanted:
-                continue
-            account = self.accounts.get(person["_account"])
-            if account is not None and p in account["_owners"]:
-                found.add(person["_account"])
-        return found
-
-    def list_persons(self) -> array[int]:
-        return self._cached(("persons",), self.persons.indices)
-
-    def _registration_kept(
-        self, r: int, today: int, show_ended: bool, first: int | None, last: int | None
-    ) -> bool:
-        day, activity = self._registration_facts(r)
-        if first is not None and day < first:
-            return False
-        if last is not None and day > last:
-            return False
-        return show_ended or self.layout.activity_end(activity) >= today
-
-    def _window(
-        self, table: Table, day: Callable[[int], int], first: int, last: int
-    ) -> Iterator[int]:
-        """Live rows created in [first, last]. Generated rows' days ascend with the index and
-        edits never move them, so a bisection finds their range; added rows are checked."""
-        generated = range(table.generated)
-        lo = bisect_left(generated, first, key=day)
-        hi = bisect_right(generated, last, key=day)
-        yield from (i for i in range(lo, hi) if i in table)
-        yield from (i for i in table.added() if first <= self._day_of_added(table, i) <= last)
-
-    def _day_of_added(self, table: Table, i: int) -> int:
-        rec = table.get(i)
-        assert rec is not None
-        return day_of(rec["DateCreated"] if table is self.registrations else rec["ScanDate"])
-
-    def list_registrations(
-        self, today: int, show_ended: bool, first: int | None, last: int | None
-    ) -> array[int]:
-        def build() -> Iterator[int]:
-            rows = self.registrations.indices()
-            if first is not None or last is not None:
-                lo, hi = first or 1, last or date.max.toordinal()
-                rows = self._window(self.registrations, self.layout.registration_day, lo, hi)
-            return (r for r in rows if self._registration_kept(r, today, show_ended, first, last))
-
-        return self._cached(("registrations", today, show_ended, first, last), build)
-
-    def list_person_registrations(self, p: int, today: int, show_ended: bool) -> list[int]:
-        """Found by inverting the generated person formula, plus rows added later."""
-        table = self.registrations
-        rows = [r for r in self.layout.registrations_of_person(p) if r in table]
-        for r in table.added():
-            rec = table.get(r)
-            if rec is not None and rec["_person"] == p:
-                rows.append(r)
-        return [r for r in rows if self._registration_kept(r, today, show_ended, None, None)]
-
-    def list_scans(self, first: int, last: int) -> array[int]:
-        return self._cached(
-            ("accessscans", first, last),
-            lambda: self._window(self.scans, self.layout.scan_day, first, last),
-        )
-
-    def list_programs(self, show_hidden: bool, show_archived: bool) -> list[int]:
-        L = self.layout
-        return [
-            p
-            for p in range(L.programs)
-            if (show_hidden or not L.program_hidden(p))
-            and (show_archived or not L.program_archived(p))
-        ]
-
-    def list_activities(self, program: int, show_hidden: bool, show_cancelled: bool) -> list[int]:
-        L = self.layout
-        first = program * ACTIVITIES_PER_PROGRAM
-        return [
-            a
-            for a in range(first, first + ACTIVITIES_PER_PROGRAM)
-            if (show_hidden or not L.activity_hidden(a))
-            and (show_cancelled or not L.activity_cancelled(a))
-        ]
 
     # --- edits ---------------------------------------------------------------------------
     def add_person(self, account: int, fields: Record | None, owner: bool) -> int:

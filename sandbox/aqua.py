@@ -16,6 +16,8 @@ Routes (under ``/aqua``):
 Every path but Public publish links needs ``Authorization: Bearer``. Jobs are visible to
 every user of the creator's company. A job reads its data when it is (re)queued and
 publishes it when it completes; a rerun reads the data again, so mutations show up.
+Status and rerun handlers live in ``sandbox.aqua_status``, downloads in
+``sandbox.aqua_download``; the setting defaults below are ``sandbox.aqua_config.DEFAULTS``.
 
 Settings (``SandboxOptions.vendors["aqua"]``), [ASSUMPTION] items of docs/vendor-apis.md §2:
 - ``token_lifetime_s`` (86399): ``expires_in`` of a token; tokens die on the clock. [ASSUMPTION]
@@ -45,7 +47,6 @@ same to every download format), ``token_expire_now`` (one shot: every issued tok
 
 from __future__ import annotations
 
-import asyncio
 import random
 import uuid
 from collections.abc import Awaitable, Callable
@@ -54,15 +55,10 @@ from typing import Any
 from aiohttp import web
 
 from sandbox.app import SandboxOptions, VendorSim
-from sandbox.aqua_auth import DEFAULT_CLIENTS, DEFAULT_USERS, Accounts, Token, User
-from sandbox.aqua_data import (
-    SOURCES,
-    AquaDataset,
-    Source,
-    find_source,
-    new_dataset,
-    view_rows,
-)
+from sandbox.aqua_auth import Accounts, Token, User
+from sandbox.aqua_config import AquaError, fault_rate, resolve_settings
+from sandbox.aqua_data import SOURCES, AquaDataset, Source, find_source, new_dataset
+from sandbox.aqua_download import DownloadApi
 from sandbox.aqua_jobs import (
     COMPLETED,
     FORMATS,
@@ -72,21 +68,11 @@ from sandbox.aqua_jobs import (
     create_response,
     job_id_suffix,
     job_phase,
-    job_record,
     lower_keys,
-    parse_job_filter,
     pick,
 )
 from sandbox.aqua_mutate import mutate_source
-from sandbox.aqua_output import (
-    content_headers,
-    csv_chunks,
-    file_chunks,
-    first_row_bytes,
-    json_chunks,
-    send_chunks,
-    write_xlsx,
-)
+from sandbox.aqua_status import StatusApi
 from sandbox.limits import LimitConfig
 
 DEMO_CREDENTIALS: dict[str, str] = {
@@ -96,39 +82,9 @@ DEMO_CREDENTIALS: dict[str, str] = {
     "password": "demo-secret",
 }
 EXAMPLE_PATH = "/jobsmanagement/odata/v1.0/backgroundjob"
-
-DEFAULTS: dict[str, Any] = {
-    "token_lifetime_s": 86399,
-    "unauthorized_message": "Authorization has been denied for this request.",
-    "case_insensitive_keys": True,
-    "access_denied_status": 403,
-    "json_row_shape": "objects",
-    "rerun_refused_status": 409,
-    "link_before_complete": "404",
-    "retry_after_s": 1,
-    "queued_s": 2.0,
-    "run_s": 8.0,
-    "purge_after_s": 30 * 86400.0,
-    "can_rerun": True,
-    "excel_max_rows": 20_000,
-    "csv_chunk_rows": 2000,
-    "users": DEFAULT_USERS,
-    "clients": DEFAULT_CLIENTS,
-}
 PUBLISH_LINK_PATH = "/reports/v1.0/publishlink"
 JOBS_PATH = "/jobsmanagement/v1.0/backgroundjob"
 ODATA_JOBS_PATH = "/jobsmanagement/odata/v1.0/backgroundjob"
-ODATA_PAGE_SIZE = 100
-
-
-class AquaError(Exception):
-    """Raised by handlers; turned into the vendor's error body in one place."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -143,17 +99,7 @@ class AquaSim(VendorSim):
 
     def __init__(self, options: SandboxOptions) -> None:
         super().__init__(options)
-        unknown = set(self.settings) - set(DEFAULTS)
-        if unknown:
-            raise ValueError(f"unknown aqua setting(s): {sorted(unknown)}")
-        self.settings = {**DEFAULTS, **self.settings}
-        s = self.settings
-        for key, allowed in (
-            ("link_before_complete", ("404", "stale")),
-            ("json_row_shape", ("objects", "arrays")),
-        ):
-            if s[key] not in allowed:
-                raise ValueError(f"aqua setting {key} must be one of {allowed}, not {s[key]!r}")
+        self.settings = s = resolve_settings(self.settings)
         lifetime_s = int(s["token_lifetime_s"])
         self.accounts = Accounts(s["users"], s["clients"], lifetime_s, self.clock)
         self.reset_data()
@@ -178,13 +124,14 @@ class AquaSim(VendorSim):
             r.add_post(path, self._guard(self.token))
         r.add_post("/reports/v1.0/exportdata", self._guard(self.export))
         r.add_post("/reports/v1.0/reports/exportdata", self._guard(self.export))
-        r.add_get(ODATA_JOBS_PATH, self._guard(self.list_jobs))
-        r.add_get(JOBS_PATH, self._guard(self.list_jobs))
-        r.add_post(JOBS_PATH, self._guard(self.legacy_jobs))
-        r.add_get(JOBS_PATH + "/{job_id}", self._guard(self.get_job))
-        r.add_post(JOBS_PATH + "/{job_id}/rerun", self._guard(self.rerun_by_path))
-        r.add_get(PUBLISH_LINK_PATH + "/{doc_id}", self._guard(self.download))
-        r.add_get(PUBLISH_LINK_PATH + "/{doc_id}/{anon}", self._guard(self.download))
+        status, files = StatusApi(self), DownloadApi(self)
+        r.add_get(ODATA_JOBS_PATH, self._guard(status.list_jobs))
+        r.add_get(JOBS_PATH, self._guard(status.list_jobs))
+        r.add_post(JOBS_PATH, self._guard(status.legacy_jobs))
+        r.add_get(JOBS_PATH + "/{job_id}", self._guard(status.get_job))
+        r.add_post(JOBS_PATH + "/{job_id}/rerun", self._guard(status.rerun_by_path))
+        r.add_get(PUBLISH_LINK_PATH + "/{doc_id}", self._guard(files.download))
+        r.add_get(PUBLISH_LINK_PATH + "/{doc_id}/{anon}", self._guard(files.download))
 
     def error_response(self, status: int, message: str) -> web.Response:
         headers = {}
@@ -213,7 +160,7 @@ class AquaSim(VendorSim):
         status, body = self.accounts.issue(await request.post())
         return web.json_response(body, status=status)
 
-    def _caller(self, request: web.Request) -> Token:
+    def caller(self, request: web.Request) -> Token:
         """The token's owner, or a 401 in the vendor's shape."""
         self._expire_tokens_if_asked()
         token = self.accounts.verify(request.headers.get("Authorization", ""))
@@ -223,7 +170,7 @@ class AquaSim(VendorSim):
 
     # --- export -------------------------------------------------------------------------------
     async def export(self, request: web.Request) -> web.Response:
-        caller = self._caller(request)
+        caller = self.caller(request)
         try:
             body = await request.json()
         except ValueError as exc:
@@ -252,7 +199,7 @@ class AquaSim(VendorSim):
             created_at_s=now,
             started_at_s=now,
         )
-        self._queue(job, caller.user)
+        self.queue(job, caller.user)
         self.jobs[job_id] = job
         self.doc_jobs[doc_id] = job_id
         return web.json_response(create_response(job))
@@ -289,15 +236,15 @@ class AquaSim(VendorSim):
     def _uuid(self) -> str:
         return str(uuid.UUID(int=self._ids.getrandbits(128), version=4))
 
-    def _queue(self, job: Job, by: User) -> None:
+    def queue(self, job: Job, by: User) -> None:
         """(Re)queue ``job``: read the data now, decide this run's faults."""
         data = self.data[job.source.name].frozen_copy()
         job.pending = data
         job.started_at_s = self.clock.now()
         job.modified_by = by.username
         extra = self.faults.extra
-        job.never_finishes = self.faults.roll(_rate(extra.get("job_never_finishes")))
-        job.fails = self.faults.roll(_rate(extra.get("job_fails")))
+        job.never_finishes = self.faults.roll(fault_rate(extra.get("job_never_finishes")))
+        job.fails = self.faults.roll(fault_rate(extra.get("job_fails")))
         self.stats.errors_injected += int(job.never_finishes) + int(job.fails)
         job.fail_text = "Export failed: Timeout expired." if job.fails else ""
         limit = int(self.settings["excel_max_rows"])
@@ -305,8 +252,8 @@ class AquaSim(VendorSim):
             job.fails = True
             job.fail_text = f"Excel export is limited to {limit} rows; use CSV or JSON."
 
-    # --- job status ---------------------------------------------------------------------------
-    def _phase(self, job: Job) -> Phase:
+    # --- job state (read by the status and download handlers too) -----------------------------
+    def phase(self, job: Job) -> Phase:
         s = self.settings
         phase = job_phase(
             self.clock.now() - job.started_at_s,
@@ -319,7 +266,7 @@ class AquaSim(VendorSim):
             job.published, job.pending = job.pending, None
         return phase
 
-    def _live_job(self, job_id: str) -> Job | None:
+    def live_job(self, job_id: str) -> Job | None:
         """The job, unless unknown or purged (purged jobs are forgotten here)."""
         job = self.jobs.get(job_id)
         if job is not None and self.clock.now() >= job.started_at_s + float(
@@ -330,165 +277,15 @@ class AquaSim(VendorSim):
             return None
         return job
 
-    def _find_job(self, job_id: str, caller: Token) -> Job | None:
+    def find_job(self, job_id: str, caller: Token) -> Job | None:
         """A live job of the caller's company (other companies' jobs do not exist for them)."""
-        job = self._live_job(job_id)
+        job = self.live_job(job_id)
         return job if job is not None and job.created_by.company == caller.user.company else None
-
-    def _record(self, job: Job) -> dict[str, Any]:
-        phase = self._phase(job)
-        return job_record(
-            job,
-            phase,
-            purge_after_s=float(self.settings["purge_after_s"]),
-            size_mb=_size_mb(job),
-            can_rerun=bool(self.settings["can_rerun"]),
-        )
-
-    def _odata(self, request: web.Request, jobs: list[Job], skip: int) -> web.Response:
-        base = f"{request.url.origin()}/{self.name}"
-        page = jobs[skip : skip + ODATA_PAGE_SIZE]
-        body: dict[str, Any] = {
-            "@odata.context": f"{base}/jobsmanagement/odata/v1.0/$metadata#backgroundjob",
-            "value": [self._record(j) for j in page],
-        }
-        if skip + ODATA_PAGE_SIZE < len(jobs):
-            body["@odata.nextLink"] = str(
-                request.url.update_query({"$skip": str(skip + ODATA_PAGE_SIZE)})
-            )
-        return web.json_response(body)
-
-    def _filtered(self, request: web.Request, caller: Token) -> tuple[list[Job], bool]:
-        text = request.query.get("$filter")
-        if text is None:
-            ids = list(self.jobs)
-            return [j for i in ids if (j := self._find_job(i, caller)) is not None], False
-        parsed = parse_job_filter(text)
-        if parsed is None:
-            raise AquaError(400, f"The query specified in the URI is not valid: $filter={text}")
-        job = self._find_job(parsed[0], caller)
-        return ([job] if job is not None else []), parsed[1]
-
-    async def list_jobs(self, request: web.Request) -> web.Response:
-        caller = self._caller(request)
-        jobs, rerun = self._filtered(request, caller)
-        if rerun:
-            raise AquaError(405, "The requested resource does not support http method 'GET'.")
-        try:
-            skip = max(0, int(request.query.get("$skip", "0")))
-        except ValueError as exc:
-            raise AquaError(400, "$skip must be an integer.") from exc
-        return self._odata(request, jobs, skip)
-
-    async def legacy_jobs(self, request: web.Request) -> web.Response:
-        """The seed's POST form: status with ``$filter``, or a rerun when it ends in /rerun."""
-        caller = self._caller(request)
-        if "$filter" not in request.query:
-            raise AquaError(400, "A $filter of the form jobId eq '{jobId}' is required.")
-        jobs, rerun = self._filtered(request, caller)
-        if rerun:
-            if not jobs:
-                raise AquaError(404, "The job was not found.")
-            return self._rerun(jobs[0], caller)
-        return self._odata(request, jobs, 0)
-
-    async def get_job(self, request: web.Request) -> web.Response:
-        caller = self._caller(request)
-        job = self._find_job(request.match_info["job_id"], caller)
-        if job is None:
-            raise AquaError(404, "The job was not found.")
-        return web.json_response(self._record(job))
-
-    # --- rerun --------------------------------------------------------------------------------
-    async def rerun_by_path(self, request: web.Request) -> web.Response:
-        caller = self._caller(request)
-        job = self._find_job(request.match_info["job_id"], caller)
-        if job is None:
-            raise AquaError(404, "The job was not found.")
-        return self._rerun(job, caller)
-
-    def _rerun(self, job: Job, caller: Token) -> web.Response:
-        if not self.settings["can_rerun"]:
-            raise AquaError(
-                int(self.settings["rerun_refused_status"]), "This job cannot be re-run."
-            )
-        self._phase(job)  # publish a finished run first, so "stale" serves it during the rerun
-        job.runs += 1
-        self._queue(job, caller.user)
-        return web.json_response(create_response(job))
-
-    # --- download -----------------------------------------------------------------------------
-    async def download(self, request: web.Request) -> web.StreamResponse:
-        doc_id, anon = request.match_info["doc_id"], request.match_info.get("anon")
-        job = self._live_job(self.doc_jobs.get(doc_id, ""))
-        if job is None or (anon is not None and job.scope != "Public"):
-            raise AquaError(404, "The requested document was not found.")
-        if job.scope == "Public":
-            allowed = anon == job.anon_token  # the link itself is the credential
-        else:
-            caller = self._caller(request).user
-            owner = job.created_by
-            allowed = (
-                caller.username == owner.username
-                if job.scope == "Private"
-                else caller.company == owner.company
-            )
-        if not allowed:
-            raise AquaError(int(self.settings["access_denied_status"]), "Access Denied")
-        data = self._servable(job)
-        if data is None:
-            raise AquaError(404, "The document is not available until the job has completed.")
-        return await self._send(request, job, data)
-
-    def _servable(self, job: Job) -> AquaDataset | None:
-        if self._phase(job).status == COMPLETED:
-            return job.published
-        return job.published if self.settings["link_before_complete"] == "stale" else None
-
-    async def _send(self, request: web.Request, job: Job, data: AquaDataset) -> web.StreamResponse:
-        columns = job.source.columns
-        rows = view_rows(data, job.source, job.view)
-        extra = self.faults.extra
-        cut = self.faults.roll(self.faults.truncate_rate) or (
-            job.output_format == "CSV" and self.faults.roll(_rate(extra.get("truncate_csv")))
-        )
-        chunk_rows = int(self.settings["csv_chunk_rows"])
-        cut_at = None
-        if cut:
-            self.stats.errors_injected += 1
-            cut_at = max(1, len(data) * first_row_bytes(data, columns) // 2)
-        resp = web.StreamResponse(headers=content_headers(job.output_format, job.document_name))
-        if job.output_format == "Excel":
-            title = job.view.replace("/", "-")
-            with await asyncio.to_thread(write_xlsx, rows, columns, title) as fh:
-                await resp.prepare(request)
-                return await send_chunks(request, resp, file_chunks(fh), cut_at_bytes=cut_at)
-        if job.output_format == "CSV":
-            chunks = csv_chunks(rows, columns, chunk_rows)
-        else:
-            chunks = json_chunks(rows, columns, chunk_rows, str(self.settings["json_row_shape"]))
-        await resp.prepare(request)
-        return await send_chunks(request, resp, chunks, cut_at_bytes=cut_at)
 
     # --- mutation API -------------------------------------------------------------------------
     async def mutate(self, body: dict[str, Any]) -> dict[str, Any]:
         """See :func:`sandbox.aqua_mutate.mutate_source`; the next (re)run sees the edits."""
         return mutate_source(self.data, body, self.clock.now)
-
-
-def _rate(value: object) -> float:
-    """A fault switch: true/false, or the fraction of jobs/downloads it hits."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    return 1.0 if value else 0.0
-
-
-def _size_mb(job: Job) -> float:
-    """SizeInMB of the published file, estimated from one row (the real value is informative)."""
-    data = job.published
-    if data is None:
-        return 0.0
-    return round(len(data) * first_row_bytes(data, job.source.columns) / 1_048_576, 2)
 
 
 SIM = AquaSim

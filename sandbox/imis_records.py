@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from sandbox.data import Record, guid_for, index_of_guid
-from sandbox.imis_filter import FilterError, Kind, format_local, normalize
+from sandbox.imis_filter import FilterError, Kind, format_local, normalize, parse_local
 
 M64 = (1 << 64) - 1
 ASI = "Asi.Soa.{}.DataContracts.{}, Asi.Contracts"
@@ -197,6 +197,29 @@ def update_info(existing: Record | None, stamp: Stamp) -> Record:
         "UpdatedBy": stamp.user,
         "UpdatedOn": stamp.text,
     }
+
+
+def generated_update_info(created_ms: int, updated_ms: int) -> Record:
+    """``UpdateInformation`` of a generated row: written by the system user."""
+    return {
+        "$type": UPDATE_INFO,
+        "CreatedBy": SYSTEM_USER,
+        "CreatedOn": format_local(created_ms),
+        "UpdatedBy": SYSTEM_USER,
+        "UpdatedOn": format_local(updated_ms),
+    }
+
+
+def check_date(body: Record, name: str, path: tuple[Any, ...], errors: list[str]) -> int | None:
+    """The date at ``path`` (server-local ms), if any; an unreadable one is added to ``errors``."""
+    value = extract(body, path)
+    if value is None:
+        return None
+    try:
+        return parse_local(str(value), 0)
+    except FilterError:
+        errors.append(f"{name} '{value}' is not a valid date.")
+        return None
 
 
 def identity(entity: str, ident: str) -> Record:
