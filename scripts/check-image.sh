@@ -28,7 +28,8 @@ else
 fi
 
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+# pip may build in the source tree; leave it as it was.
+trap 'rm -rf "$work" "$root/build" "$root"/*.egg-info' EXIT
 python3 -m venv "$work/venv"
 "$work/venv/bin/pip" install --quiet --disable-pip-version-check --no-cache-dir "$root"
 cd "$work"

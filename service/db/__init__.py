@@ -18,10 +18,10 @@ from service.db.records import (
     soft_delete_keys,
     soft_delete_missing,
     staged_cursors,
-    upsert_records,
 )
 from service.db.runs import RunRow, finish_run, recent_runs, start_run, stream_statuses
 from service.db.state import load_state, save_state
+from service.db.upsert import upsert_records
 
 __all__ = [
     "RunRow",
