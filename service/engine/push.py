@@ -12,7 +12,7 @@ import random
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import structlog
 
@@ -136,9 +136,16 @@ async def _push_group(
     cfg = rt.settings.push
     now = rt.clock()
     outcomes: list[RowOutcome] = []
+    vendor_cfg = rt.settings.vendors.get(vendor)
+    if vendor_cfg is not None and not vendor_cfg.enabled:
+        # Disabled for now: keep the rows, unsent and uncounted, for when it is back.
+        if not dry_run:
+            await _defer(rt, rows, now)
+        why = f"vendor {vendor} is disabled in the config"
+        return [RowOutcome(vendor, entity, r.record_key, "deferred", why) for r in rows]
     try:
         connector = rt.connector(vendor)
-    except Exception as exc:  # unknown/disabled vendor: nothing will ever send these
+    except Exception as exc:  # not configured, or no connector: nothing can ever send these
         reason = f"cannot push to {vendor}: {short_error(exc)}"
         if not dry_run:
             async with rt.db.begin() as conn:
@@ -197,18 +204,7 @@ async def _push_group(
         fatal = False
     except LeaseHeld as exc:
         # Another process drives this vendor now: nothing was sent; try again later.
-        later = now + timedelta(seconds=rt.settings.sync.heartbeat_s)
-        async with rt.db.begin() as conn:
-            for row in batch:
-                await settle(
-                    conn,
-                    row.id,
-                    rt.owner,
-                    status=PENDING,
-                    now=now,
-                    next_attempt_at=later,
-                    count_attempt=False,
-                )
+        await _defer(rt, batch, now)
         outcomes.extend(
             RowOutcome(vendor, entity, r.record_key, "deferred", str(exc)) for r in batch
         )
@@ -265,6 +261,22 @@ async def _push_group(
         rejected=sum(o.status == "rejected" for o in outcomes),
     )
     return outcomes
+
+
+async def _defer(rt: Runtime, rows: list[OutboxRow], now: datetime) -> None:
+    """Hand rows back unsent (no attempt counted), due again after a heartbeat."""
+    later = now + timedelta(seconds=rt.settings.sync.heartbeat_s)
+    async with rt.db.begin() as conn:
+        for row in rows:
+            await settle(
+                conn,
+                row.id,
+                rt.owner,
+                status=PENDING,
+                now=now,
+                next_attempt_at=later,
+                count_attempt=False,
+            )
 
 
 def _why(row: OutboxRow, accepted: dict[str, str]) -> str:

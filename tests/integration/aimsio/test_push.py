@@ -263,3 +263,27 @@ async def test_two_concurrent_push_workers_send_each_row_once(
     assert len(sent) == 200
     assert await statuses(engine) == {"sent": 200}
     assert len(await vendor_get(sb, "User")) == 10 + 200
+
+
+async def test_rows_for_a_disabled_vendor_wait_instead_of_dying(
+    engine: AsyncEngine, db_url: str, aimsio_sandbox: StartAimsio
+) -> None:
+    sb = await aimsio_sandbox(records=10)
+    await enqueue_rows(engine, rows([user(1)]))
+    settings = aimsio_settings(db_url, sb.base_url)
+    settings.vendors["aimsio"].enabled = False
+    clock = Clock()
+    async with Runtime(settings, db=engine, clock=clock) as rt:
+        report = await push_once(rt)
+    assert [o.status for o in report.outcomes] == ["deferred"]
+    t = push_outbox.c
+    async with engine.connect() as conn:
+        row = (await conn.execute(sa.select(t.status, t.attempts))).one()
+    assert (row.status, row.attempts) == ("pending", 0)
+    assert (await control(sb, "stats"))["requests"] == 0
+
+    settings.vendors["aimsio"].enabled = True
+    clock.now += timedelta(minutes=1)
+    async with Runtime(settings, db=engine, clock=clock) as rt:
+        report = await push_once(rt)
+    assert [o.status for o in report.outcomes] == ["sent"]
