@@ -300,9 +300,12 @@ def load_settings(path: str | Path | None = None) -> Settings:
     return settings
 
 
-def mask_url(url: str) -> str:
-    """Hide the password in a database URL."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+_URL_PASSWORD = re.compile(r"(\w[\w+.-]*://[^:/@\s]*:)[^@\s]*@")
+
+
+def mask_url(text: str) -> str:
+    """Replace the password of any URL inside ``text`` with ``***``."""
+    return _URL_PASSWORD.sub(r"\1***@", text)
 
 
 def effective_config(settings: Settings) -> dict[str, Any]:

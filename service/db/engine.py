@@ -7,7 +7,6 @@ Tables are created only by Alembic migrations (``migrate``); service code never 
 from __future__ import annotations
 
 import functools
-import re
 import shlex
 import sqlite3
 import time
@@ -27,6 +26,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from service.config import mask_url
 from service.errors import ConfigError, SchemaBehind, StagingError, SyncError
 
 P = ParamSpec("P")
@@ -38,14 +38,6 @@ WAL_SWITCH_ATTEMPTS = 100  # x 50 ms
 SQLITE_BUSY_TIMEOUT_MS = 5000
 MIN_SQLITE = (3, 35)
 MIGRATION_LOCK_ID = 0x76656E64  # PostgreSQL advisory lock key held while migrating ("vend")
-
-_URL_PASSWORD = re.compile(r"(\w[\w+.-]*://[^:/@\s]*:)[^@\s]*@")
-
-
-def mask_url(text: str) -> str:
-    """Replace any password inside database URLs in ``text`` with ``***``."""
-    return _URL_PASSWORD.sub(r"\1***@", text)
-
 
 # --- errors -------------------------------------------------------------------------------
 

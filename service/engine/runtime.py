@@ -14,7 +14,6 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry
@@ -233,7 +232,3 @@ class Runtime:
             if hold.users == 0 and self._vendor_holds.get(vendor) is hold:
                 del self._vendor_holds[vendor]
                 await hold.stack.aclose()
-
-    def request_stats(self, vendor: str) -> dict[str, Any]:
-        connector = self._connectors.get(vendor)
-        return connector.client.stats.snapshot() if connector else {}
