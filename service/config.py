@@ -49,6 +49,8 @@ _CRON_NAMES = {
     4: ["sun", "mon", "tue", "wed", "thu", "fri", "sat"],
 }
 _EVERY = re.compile(r"^every\s+(\d+(?:\.\d+)?)\s*(s|m|h)$")
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d)$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def parse_every_s(text: str) -> float | None:
@@ -57,6 +59,17 @@ def parse_every_s(text: str) -> float | None:
     if not m:
         return None
     return float(m.group(1)) * {"s": 1, "m": 60, "h": 3600}[m.group(2)]
+
+
+def parse_duration_s(text: str) -> float:
+    """``"7d"`` → 604800.0 (units s, m, h, d); raise ValueError otherwise."""
+    m = _DURATION.match(text.strip().lower())
+    if not m:
+        raise ValueError(f"not a duration like '90s', '15m', '12h' or '7d': {text!r}")
+    seconds = float(m.group(1)) * _UNIT_S[m.group(2)]
+    if seconds <= 0:
+        raise ValueError(f"duration must be positive: {text!r}")
+    return seconds
 
 
 def validate_schedule(text: str) -> str:
@@ -148,12 +161,25 @@ class AuthSettings(_Model):
 class StreamSettings(_Model):
     enabled: bool = True
     schedule: str | None = None  # falls back to the vendor's schedule
+    # A periodic full re-read (e.g. "7d") for fields that change without the cursor moving.
+    full_every: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("schedule")
     @classmethod
     def _schedule(cls, v: str | None) -> str | None:
         return None if v is None else validate_schedule(v)
+
+    @field_validator("full_every")
+    @classmethod
+    def _full_every(cls, v: str | None) -> str | None:
+        if v is None or v.strip().lower() == "off":
+            return None
+        parse_duration_s(v)
+        return v
+
+    def full_every_s(self) -> float | None:
+        return None if self.full_every is None else parse_duration_s(self.full_every)
 
 
 class VendorSettings(_Model):
@@ -162,6 +188,9 @@ class VendorSettings(_Model):
     max_parallel: PositiveInt = 4
     rate_per_s: PositiveFloat = 10.0
     timeout_s: PositiveFloat = 30.0
+    # How long the vendor may keep working on a request we abandoned (our timeout): its
+    # parallel slot stays taken until then. None: ``timeout_s`` (the request's own bound).
+    vendor_timeout_s: PositiveFloat | None = None
     connect_timeout_s: PositiveFloat = 10.0
     schedule: str = "every 15m"
     auth: AuthSettings = Field(default_factory=AuthSettings)

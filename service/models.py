@@ -52,12 +52,14 @@ class UpsertCounts:
     updated: int = 0
     unchanged: int = 0
     deleted: int = 0
+    invalid: int = 0  # records refused one by one (the rest of the stream went on)
 
     def add(self, other: UpsertCounts) -> None:
         self.inserted += other.inserted
         self.updated += other.updated
         self.unchanged += other.unchanged
         self.deleted += other.deleted
+        self.invalid += other.invalid
 
     @property
     def written(self) -> int:

@@ -67,6 +67,9 @@ except ImportError:  # pragma: no cover
 class _TranslateDbErrors:
     """Context manager and decorator (for async functions): foreign DB errors → StagingError."""
 
+    def __init__(self, op: str | None = None) -> None:
+        self.op = op
+
     def __enter__(self) -> _TranslateDbErrors:
         return self
 
@@ -76,10 +79,16 @@ class _TranslateDbErrors:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if exc is None or isinstance(exc, SyncError):
+        if exc is None:
+            return
+        if type(exc) is StagingError and self.op and not str(exc).startswith("database error"):
+            # Translated by an inner function: name the operation it was part of.
+            raise StagingError(f"database error while {self.op}: {exc}") from exc.__cause__
+        if isinstance(exc, SyncError):
             return
         if isinstance(exc, _TRANSLATED):
-            raise StagingError(_describe(exc)) from exc
+            where = f"database error while {self.op}: " if self.op else ""
+            raise StagingError(where + _describe(exc)) from exc
 
     def __call__(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
         @functools.wraps(fn)
@@ -90,13 +99,15 @@ class _TranslateDbErrors:
         return wrapper
 
 
-def translate_db_errors() -> _TranslateDbErrors:
-    """``with translate_db_errors():`` or ``@translate_db_errors()`` on an async function.
+def translate_db_errors(op: str | None = None) -> _TranslateDbErrors:
+    """``with translate_db_errors("saving a batch"):`` or ``@translate_db_errors()``.
 
     SQLAlchemy, driver and connection errors leave as ``StagingError`` (``raise … from exc``),
-    with a message that carries no SQL parameters and no passwords.
+    with a message that carries no SQL parameters and no passwords; with ``op`` it reads
+    ``database error while <op>: …``. Wrap a whole ``async with engine.begin()`` block in it
+    so connect and commit failures are translated too, not only the statements.
     """
-    return _TranslateDbErrors()
+    return _TranslateDbErrors(op)
 
 
 # --- engine -------------------------------------------------------------------------------

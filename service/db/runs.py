@@ -33,7 +33,14 @@ class RunRow:
 
 @translate_db_errors()
 async def start_run(
-    conn: AsyncConnection, vendor: str, stream: str, trigger: str, *, now: datetime
+    conn: AsyncConnection,
+    vendor: str,
+    stream: str,
+    trigger: str,
+    *,
+    now: datetime,
+    owner: str | None = None,
+    full: bool = False,
 ) -> int:
     """Record a run as ``running``; returns its id."""
     result = await conn.execute(
@@ -44,6 +51,8 @@ async def start_run(
             trigger=trigger,
             started_at=require_aware(now),
             status=RUNNING,
+            owner=owner,
+            full=full,
         )
         .returning(sync_run.c.id)
     )
@@ -71,6 +80,7 @@ async def finish_run(
             updated=counts.updated,
             unchanged=counts.unchanged,
             deleted=counts.deleted,
+            invalid=counts.invalid,
             requests=requests,
             error=error,
         )
@@ -92,6 +102,7 @@ def _run_row(row: sa.Row[tuple[object, ...]]) -> RunRow:
             updated=m["updated"],
             unchanged=m["unchanged"],
             deleted=m["deleted"],
+            invalid=m["invalid"],
         ),
         requests=m["requests"],
         error=m["error"],

@@ -101,6 +101,13 @@ sync_run = sa.Table(
     sa.Column("deleted", sa.Integer(), nullable=False, server_default=sa.text("0")),
     sa.Column("requests", sa.Integer(), nullable=False, server_default=sa.text("0")),
     sa.Column("error", sa.Text(), nullable=True),
+    # Records refused one by one (e.g. text PostgreSQL cannot hold); the rest went on.
+    sa.Column("invalid", sa.Integer(), nullable=False, server_default=sa.text("0")),
+    # The process that runs it: a run still `running` whose owner holds no lease was
+    # abandoned (its process died), not running forever.
+    sa.Column("owner", sa.String(256), nullable=True),
+    # A full re-read (--full or the stream's `full_every`), not an incremental run.
+    sa.Column("full", sa.Boolean(), nullable=False, server_default=sa.false()),
     sa.Index(None, "vendor", "stream", "id"),
 )
 

@@ -117,6 +117,9 @@ class VendorLimiter:
             rate_limit=self.burst, period=self.throttle_period_s, retry_interval=poll_s
         )
         self._paused_until = -math.inf
+        self._unfenced = asyncio.Event()
+        self._unfenced.set()
+        self.fence_reason: str | None = None
         self.slots_granted = 0
         self.wait_total_s = 0.0
         self.wait_max_s = 0.0
@@ -140,12 +143,32 @@ class VendorLimiter:
         self.pauses += 1
         self._paused_until = max(self._paused_until, self._clock() + seconds)
 
+    def fence(self, reason: str) -> None:
+        """Hold every new slot until ``unfence()``: this process cannot prove it still
+        holds the vendor's lease, so another process may be driving the vendor.
+
+        Slots already granted are not interrupted (their requests are on the wire).
+        """
+        self.fence_reason = reason
+        self._unfenced.clear()
+
+    def unfence(self) -> None:
+        self.fence_reason = None
+        self._unfenced.set()
+
+    @property
+    def fenced(self) -> bool:
+        return not self._unfenced.is_set()
+
     def paused_for_s(self) -> float:
         """Seconds left in the current pause (0.0 when not paused)."""
         return max(0.0, self._paused_until - self._clock())
 
     async def _wait_pause(self) -> None:
-        while (remaining := self._paused_until - self._clock()) > 0:
+        while True:
+            await self._unfenced.wait()
+            if (remaining := self._paused_until - self._clock()) <= 0:
+                return
             await self._sleep(remaining)
 
     async def _until_token(self) -> float | None:
@@ -214,9 +237,9 @@ class VendorLimiter:
                     await self._throttler.acquire()
                     self._date_on_schedule(due)
                     stamp = self._last_stamp()
-                # A pause that began while we queued on the throttle: the token is
-                # spent, but sending now would land in the pause; take a fresh one.
-                if self.paused_for_s() <= 0:
+                # A pause or fence that began while we queued on the throttle: the
+                # token is spent, but sending now would land in it; take a fresh one.
+                if self.paused_for_s() <= 0 and not self.fenced:
                     break
             granted = self._clock()
             wait_s = granted - start
