@@ -117,8 +117,14 @@ class SchemaBehind(StagingError):
 
 
 class LeaseHeld(StagingError):
-    def __init__(self, name: str, owner: str, since: str) -> None:
-        super().__init__(f"{name} is already running (owner {owner}, since {since})")
+    def __init__(self, name: str, owner: str, since: str, expires: str | None = None) -> None:
+        until = f"; its lease expires at {expires} unless renewed" if expires else ""
+        super().__init__(f"{name} is already running (owner {owner}, since {since}{until})")
         self.name = name
         self.owner = owner
         self.since = since
+        self.expires = expires
+
+
+class LeaseLost(StagingError):
+    """This process could not keep its lease (another took it, or it could not be renewed)."""

@@ -20,6 +20,32 @@ def payload_hash(payload: Any) -> str:
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
 
 
+def _has_nul(value: Any) -> bool:
+    stack = [value]
+    while stack:  # iterative: vendor JSON may nest deeper than the recursion limit
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return False
+
+
+def unstorable_reason(key: str, cursor: str | None, payload: Any) -> str | None:
+    """Why a record cannot be staged as received, or None.
+
+    PostgreSQL text and JSONB cannot hold a NUL character (``\\u0000``). Such records are
+    refused one by one on every database alike, so both stores hold the same rows.
+    """
+    if _has_nul(key) or _has_nul(cursor or "") or _has_nul(payload):
+        return "contains a NUL character (\\u0000), which the staging database cannot store"
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
     """One vendor object: ``key`` is the vendor's stable id, ``cursor`` its incremental position."""
@@ -76,6 +102,9 @@ class RunResult:
     requests: int = 0
     duration_s: float = 0.0
     error: str | None = None
+    full: bool = False
+    # The failure itself, for callers that re-raise it (``run_stream``); not data.
+    exception: BaseException | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,9 @@ class StreamSpec:
     key_field: str
     cursor_field: str | None = None
     description: str = ""
+    # A periodic full re-read for entities whose content changes without the cursor
+    # moving (they embed other entities); config `full_every` overrides it.
+    full_every_s: float | None = None
 
 
 @dataclass(slots=True)

@@ -19,12 +19,21 @@ from service.db.records import (
     soft_delete_missing,
     staged_cursors,
 )
-from service.db.runs import RunRow, finish_run, recent_runs, start_run, stream_statuses
+from service.db.runs import (
+    RunRow,
+    abandon_stale_runs,
+    finish_run,
+    last_full_run_at,
+    recent_runs,
+    start_run,
+    stream_statuses,
+)
 from service.db.state import load_state, save_state
 from service.db.upsert import upsert_records
 
 __all__ = [
     "RunRow",
+    "abandon_stale_runs",
     "acquire_lease",
     "check_schema",
     "count_live",
@@ -32,6 +41,7 @@ __all__ = [
     "fetch_live",
     "finish_run",
     "head_revision",
+    "last_full_run_at",
     "load_state",
     "mask_url",
     "migrate",

@@ -49,10 +49,17 @@ async def acquire_lease(
         if (await conn.execute(stmt)).first() is not None:
             return
         holder = (
-            await conn.execute(sa.select(t.c.owner, t.c.acquired_at).where(t.c.name == name))
+            await conn.execute(
+                sa.select(t.c.owner, t.c.acquired_at, t.c.expires_at).where(t.c.name == name)
+            )
         ).first()
         if holder is not None:
-            raise LeaseHeld(name, holder.owner, holder.acquired_at.isoformat())
+            raise LeaseHeld(
+                name,
+                holder.owner,
+                holder.acquired_at.isoformat(),
+                holder.expires_at.isoformat(),
+            )
     raise LeaseHeld(name, "unknown", now.isoformat())
 
 

@@ -165,3 +165,39 @@ async def stream_statuses(conn: AsyncConnection) -> list[StreamStatus]:
             )
         )
     return statuses
+
+
+ABANDONED = "abandoned"
+
+
+@translate_db_errors()
+async def abandon_stale_runs(
+    conn: AsyncConnection, vendor: str, stream: str, *, now: datetime
+) -> int:
+    """Mark the stream's ``running`` rows abandoned; call only while holding its lease.
+
+    Holding the stream's lease proves no other process runs it, so such rows belong to a
+    process that died (or lost its database) before it could finish them.
+    """
+    t = sync_run.c
+    result = await conn.execute(
+        sa.update(sync_run)
+        .where(t.vendor == vendor, t.stream == stream, t.status == RUNNING)
+        .values(
+            status=ABANDONED,
+            finished_at=require_aware(now),
+            error=sa.func.coalesce(t.error, "abandoned: its process ended without finishing it"),
+        )
+    )
+    return int(result.rowcount or 0)
+
+
+@translate_db_errors()
+async def last_full_run_at(conn: AsyncConnection, vendor: str, stream: str) -> datetime | None:
+    """When the stream's latest successful full read started (None: never)."""
+    t = sync_run.c
+    q = sa.select(sa.func.max(t.started_at)).where(
+        t.vendor == vendor, t.stream == stream, t.status == "succeeded", t.full.is_(True)
+    )
+    value: datetime | None = (await conn.execute(q)).scalar_one_or_none()
+    return value

@@ -11,7 +11,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from service.config import Settings
 from service.engine.runtime import Runtime
-from service.engine.sync import resolve_stream, run_stream, short_error
+from service.engine.sync import execute_stream, resolve_stream, short_error
 from service.errors import LeaseHeld
 from service.models import RunResult, UpsertCounts
 
@@ -57,7 +57,7 @@ async def resync_streams(
 
                 started = time.monotonic()
                 try:
-                    return await run_stream(
+                    return await execute_stream(
                         rt, vendor, name, "manual", full=full, since=since, progress=report
                     )
                 except LeaseHeld:

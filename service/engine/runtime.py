@@ -5,15 +5,15 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import socket
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
+from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry
@@ -21,13 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.config import Settings
 from service.connectors import Connector, connector_class
-from service.db import (
-    acquire_lease,
-    check_schema,
-    create_engine,
-    release_lease,
-    renew_lease,
-)
+from service.db import check_schema, create_engine
+from service.engine.lease import HeldLease
 from service.errors import ConfigError
 from service.http import HttpClient, HttpMetrics, RetryPolicy, VendorClient, VendorLimiter
 
@@ -70,7 +65,7 @@ def check_streams(settings: Settings) -> None:
 class _VendorHold:
     """This process's hold on one vendor's lease, shared by all its runs."""
 
-    stack: AsyncExitStack = field(default_factory=AsyncExitStack)
+    held: HeldLease
     users: int = 0
 
 
@@ -173,54 +168,57 @@ class Runtime:
         self._connectors[vendor] = connector
         return connector
 
+    def _held(self, name: str, **hooks: Any) -> HeldLease:
+        sync = self.settings.sync
+        return HeldLease(
+            self.db,
+            name,
+            self.owner,
+            ttl_s=sync.lease_ttl_s,
+            heartbeat_s=sync.heartbeat_s,
+            now=self.clock,
+            **hooks,
+        )
+
     @asynccontextmanager
-    async def lease(self, name: str) -> AsyncIterator[None]:
-        """Hold the lease ``name`` (heartbeat while held), or raise ``LeaseHeld``."""
-        ttl_s = self.settings.sync.lease_ttl_s
-        async with self.db.begin() as conn:
-            await acquire_lease(conn, name, self.owner, ttl_s=ttl_s, now=self.clock())
+    async def lease(self, name: str) -> AsyncIterator[HeldLease]:
+        """Hold the lease ``name`` (heartbeat while held), or raise ``LeaseHeld``.
 
-        async def heartbeat() -> None:
-            while True:
-                await asyncio.sleep(self.settings.sync.heartbeat_s)
-                async with self.db.begin() as conn:
-                    now = self.clock()
-                    if not await renew_lease(conn, name, self.owner, ttl_s=ttl_s, now=now):
-                        log.warning("lease lost", lease=name, owner=self.owner)
-                        return
-
-        beat = asyncio.create_task(heartbeat(), name=f"heartbeat {name}")
+        Released on every exit, cancellation included (shielded, so a shutdown does not
+        strand it); a release the database refuses leaves the row to expire.
+        """
+        held = self._held(name)
+        await held.acquire()
         try:
-            yield
+            yield held
         finally:
-            beat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beat
-
-            async def release() -> None:
-                async with self.db.begin() as conn:
-                    await release_lease(conn, name, self.owner)
-
-            # Released even when cancelled; shielded so a shutdown does not strand it.
-            with contextlib.suppress(Exception):
-                await asyncio.shield(release())
+            await asyncio.shield(held.release())
 
     @asynccontextmanager
-    async def vendor_lease(self, vendor: str) -> AsyncIterator[None]:
+    async def vendor_lease(self, vendor: str) -> AsyncIterator[HeldLease]:
         """Hold ``vendor:<id>`` while any run or push of this process uses the vendor.
 
         The limiter lives in this process, so only one process may drive a vendor at a
         time: another daemon replica or a manual ``resync`` elsewhere gets ``LeaseHeld``.
+        While the lease is unconfirmed (its renewal failed) the vendor's limiter is
+        fenced: no request leaves until it is confirmed again or lost.
         """
+        limiter = self.connector(vendor).client.limiter
         async with self._vendor_lock:
             hold = self._vendor_holds.get(vendor)
-            if hold is None:
-                hold = _VendorHold()
-                await hold.stack.enter_async_context(self.lease(f"vendor:{vendor}"))
+            if hold is None or hold.held.lost.is_set():
+                held = self._held(
+                    f"vendor:{vendor}",
+                    on_unconfirmed=limiter.fence,
+                    on_confirmed=limiter.unfence,
+                )
+                await held.acquire()
+                limiter.unfence()  # a fence left by an earlier, lost hold
+                hold = _VendorHold(held)
                 self._vendor_holds[vendor] = hold
             hold.users += 1
         try:
-            yield
+            yield hold.held
         finally:
             hold.users -= 1
             if hold.users == 0:
@@ -231,4 +229,4 @@ class Runtime:
             # A run that started meanwhile reuses the hold; only the last one releases.
             if hold.users == 0 and self._vendor_holds.get(vendor) is hold:
                 del self._vendor_holds[vendor]
-                await hold.stack.aclose()
+                await hold.held.release()

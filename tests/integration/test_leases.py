@@ -55,7 +55,8 @@ async def test_second_owner_is_told_who_holds_it(engine: AsyncEngine) -> None:
         await acquire(engine, "host-b:2", now=T0 + timedelta(seconds=30))
     assert isinstance(info.value, StagingError)
     assert str(info.value) == (
-        f"{NAME} is already running (owner host-a:1, since 2024-03-01T12:00:00+00:00)"
+        f"{NAME} is already running (owner host-a:1, since 2024-03-01T12:00:00+00:00; "
+        "its lease expires at 2024-03-01T12:01:00+00:00 unless renewed)"
     )
     assert (info.value.name, info.value.owner) == (NAME, "host-a:1")
 
