@@ -225,7 +225,9 @@ def resync(
 def run(
     config: ConfigOpt = None,
     once: bool = typer.Option(
-        False, "--once", help="Run every enabled stream and the outbox once, then exit."
+        False,
+        "--once",
+        help="Run every enabled stream and the outbox once, then exit (1 if any run failed).",
     ),
 ) -> None:
     """The daemon: scheduled syncs and pushes, /healthz, /readyz and /metrics."""
@@ -244,6 +246,8 @@ def run(
         await daemon.run(stop, once=once)
 
     run_async(go())
+    if once and daemon.failures:
+        fail(f"{daemon.failures} run(s) failed (see the log above)", 1)
 
 
 push_app = typer.Typer(help="Send the push outbox to the vendors, or add rows to it.")

@@ -55,6 +55,7 @@ class DaemonMetrics:
             ("updated", c.updated),
             ("unchanged", c.unchanged),
             ("deleted", c.deleted),
+            ("invalid", c.invalid),
         ):
             if n:
                 self.records.labels(op=op, **labels).inc(n)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -18,6 +19,7 @@ from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client import CollectorRegistry
 
@@ -28,12 +30,13 @@ from service.db import check_schema
 from service.db.outbox import outbox_summary
 from service.engine.push import push_once
 from service.engine.runtime import Runtime
-from service.engine.sync import run_stream
+from service.engine.sync import execute_stream
 from service.errors import LeaseHeld, SyncError
 
 log = structlog.get_logger("service.daemon")
 
 PUSH_INTERVAL_S = 60.0
+BUSY_RETRY_MAX_S = 60.0
 
 
 def trigger_for(schedule: str) -> BaseTrigger:
@@ -49,7 +52,11 @@ class Daemon:
         self.registry = registry or CollectorRegistry()
         self.metrics = DaemonMetrics(self.registry)
         self._running: set[asyncio.Task[Any]] = set()
+        self._active: set[tuple[str, str]] = set()
         self._accepting = True
+        self._scheduler: AsyncIOScheduler | None = None
+        self.failures = 0  # stream runs and pushes that failed (for `run --once`'s exit code)
+        self.busy = 0  # stream runs skipped because another process held the stream
         self.health_url: str | None = None  # set once the health server listens
 
     def jobs(self) -> list[tuple[str, str, str]]:
@@ -79,18 +86,44 @@ class Daemon:
 
     async def _sync_job(self, rt: Runtime, vendor: str, stream: str) -> None:
         async def go() -> None:
+            if (vendor, stream) in self._active:
+                return  # its regular job and a busy-retry met; one run is enough
+            self._active.add((vendor, stream))
             try:
-                result = await run_stream(rt, vendor, stream, "schedule")
+                result = await execute_stream(rt, vendor, stream, "schedule")
             except LeaseHeld as exc:
                 log.info("skipped: stream busy", vendor=vendor, stream=stream, reason=str(exc))
+                self.busy += 1
+                self._retry_soon(rt, vendor, stream)
                 return
             except SyncError as exc:
                 log.error("run failed", vendor=vendor, stream=stream, error=str(exc))
                 self.metrics.runs.labels(vendor=vendor, stream=stream, status="failed").inc()
+                self.failures += 1
                 return
+            finally:
+                self._active.discard((vendor, stream))
             self.metrics.observe_run(result, time.time())
+            if result.status != "succeeded":
+                self.failures += 1
 
         await self._tracked(go())
+
+    def _retry_soon(self, rt: Runtime, vendor: str, stream: str) -> None:
+        """A busy stream is tried again after about one heartbeat of its holder, not a
+        whole schedule interval later (the holder releases it as soon as it is done)."""
+        if self._scheduler is None or not self._accepting:
+            return
+        delay_s = min(BUSY_RETRY_MAX_S, max(1.0, self.settings.sync.heartbeat_s))
+        delay_s *= 1 + random.random() / 4  # replicas retrying together spread out
+        self._scheduler.add_job(
+            self._sync_job,
+            DateTrigger(run_date=datetime.now(UTC) + timedelta(seconds=delay_s), timezone=UTC),
+            args=(rt, vendor, stream),
+            id=f"{vendor}:{stream}:busy-retry",
+            replace_existing=True,
+            misfire_grace_time=60,
+        )
 
     async def _push_job(self, rt: Runtime) -> None:
         async def go() -> None:
@@ -98,6 +131,7 @@ class Daemon:
                 await push_once(rt)
             except SyncError as exc:
                 log.error("push failed", error=str(exc))
+                self.failures += 1
 
         await self._tracked(go())
 
@@ -111,6 +145,7 @@ class Daemon:
                 return
             runner = await self._serve_health(rt)
             scheduler = AsyncIOScheduler(timezone=UTC)
+            self._scheduler = scheduler
             for vendor, stream, schedule in self.jobs():
                 scheduler.add_job(
                     self._sync_job,

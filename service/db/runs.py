@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.db.engine import translate_db_errors
-from service.db.tables import require_aware, staged_record, stream_state, sync_run
+from service.db.tables import lease, require_aware, staged_record, stream_state, sync_run
 from service.models import StreamStatus, UpsertCounts
 
 RUNNING = "running"
+ABANDONED = "abandoned"
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +30,8 @@ class RunRow:
     counts: UpsertCounts
     requests: int
     error: str | None
+    owner: str | None = None
+    full: bool = False
 
 
 @translate_db_errors()
@@ -106,6 +109,8 @@ def _run_row(row: sa.Row[tuple[object, ...]]) -> RunRow:
         ),
         requests=m["requests"],
         error=m["error"],
+        owner=m["owner"],
+        full=bool(m["full"]),
     )
 
 
@@ -117,11 +122,22 @@ async def recent_runs(conn: AsyncConnection, limit: int = 20) -> list[RunRow]:
 
 
 @translate_db_errors()
-async def stream_statuses(conn: AsyncConnection) -> list[StreamStatus]:
+async def stream_statuses(
+    conn: AsyncConnection, *, now: datetime | None = None
+) -> list[StreamStatus]:
     """One entry per (vendor, stream) that has a run or a checkpoint, sorted by name.
 
-    ``last_run_rows`` is what the last run received: inserted + updated + unchanged.
+    ``last_run_rows`` is what the last run received: inserted + updated + unchanged. A
+    last run still ``running`` whose owner holds no live lease on the stream is shown as
+    ``abandoned``: its process died before it could finish it.
     """
+    now = now or datetime.now(UTC)
+    live_leases = {
+        (r.name, r.owner)
+        for r in await conn.execute(
+            sa.select(lease.c.name, lease.c.owner).where(lease.c.expires_at > now)
+        )
+    }
     last_ids = (
         sa.select(sa.func.max(sync_run.c.id))
         .group_by(sync_run.c.vendor, sync_run.c.stream)
@@ -154,7 +170,14 @@ async def stream_statuses(conn: AsyncConnection) -> list[StreamStatus]:
                 stream=key[1],
                 state=dict(state) if state is not None else None,
                 state_updated_at=state_updated_at,
-                last_run_status=run.status if run else None,
+                last_run_status=(
+                    None
+                    if run is None
+                    else ABANDONED
+                    if run.status == RUNNING
+                    and (f"stream:{run.vendor}:{run.stream}", run.owner) not in live_leases
+                    else run.status
+                ),
                 last_run_started_at=run.started_at if run else None,
                 last_run_finished_at=run.finished_at if run else None,
                 last_run_rows=(
@@ -165,9 +188,6 @@ async def stream_statuses(conn: AsyncConnection) -> list[StreamStatus]:
             )
         )
     return statuses
-
-
-ABANDONED = "abandoned"
 
 
 @translate_db_errors()
@@ -194,10 +214,16 @@ async def abandon_stale_runs(
 
 @translate_db_errors()
 async def last_full_run_at(conn: AsyncConnection, vendor: str, stream: str) -> datetime | None:
-    """When the stream's latest successful full read started (None: never)."""
+    """When the stream's latest successful full read started: a full run, else its first
+    successful run (a first run reads everything). None when it never succeeded."""
     t = sync_run.c
-    q = sa.select(sa.func.max(t.started_at)).where(
-        t.vendor == vendor, t.stream == stream, t.status == "succeeded", t.full.is_(True)
-    )
-    value: datetime | None = (await conn.execute(q)).scalar_one_or_none()
+    ok = sa.and_(t.vendor == vendor, t.stream == stream, t.status == "succeeded")
+    q = sa.select(
+        sa.func.max(sa.case((t.full.is_(True), t.started_at))), sa.func.min(t.started_at)
+    ).where(ok)
+    row = (await conn.execute(q)).one()
+    last_full, first = row[0], row[1]
+    value: datetime | None = last_full if last_full is not None else first
+    if isinstance(value, str):  # SQLite loses the column type inside CASE
+        value = datetime.fromisoformat(value).replace(tzinfo=UTC)
     return value

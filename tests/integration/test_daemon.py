@@ -8,6 +8,7 @@ from typing import Any
 import aiohttp
 import pytest
 import sqlalchemy as sa
+from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sandbox.app import SandboxOptions
@@ -150,3 +151,49 @@ async def test_shutdown_lets_a_running_sync_finish_within_the_grace_period(
     assert [r.status for r in runs] == ["succeeded"]
     staged = await rows(engine, sa.select(sa.func.count()).select_from(staged_record))
     assert staged[0][0] == 15
+
+
+async def test_a_busy_stream_is_retried_soon_not_a_schedule_later(
+    engine: AsyncEngine, db_url: str, sandbox: RunningSandbox
+) -> None:
+    from datetime import UTC, datetime
+
+    from service.db import acquire_lease, release_lease
+
+    settings = daemon_settings(db_url, sandbox, heartbeat_s=0.5, lease_ttl_s=30)
+    settings.vendors["aimsio"].streams.pop("Employee")  # schedule: every 1h
+    async with engine.begin() as conn:  # another process runs User right now
+        await acquire_lease(conn, "stream:aimsio:User", "other", ttl_s=30, now=datetime.now(UTC))
+    daemon = Daemon(settings)
+    stop = asyncio.Event()
+    task = asyncio.create_task(daemon.run(stop))
+
+    async def refused() -> bool:
+        return daemon.busy >= 1
+
+    await wait_for(refused)
+    async with engine.begin() as conn:  # the other process is done
+        await release_lease(conn, "stream:aimsio:User", "other")
+
+    async def ran() -> bool:
+        return bool(
+            await rows(engine, sa.select(sync_run.c.id).where(sync_run.c.status == "succeeded"))
+        )
+
+    await wait_for(ran, timeout_s=10)  # the busy-retry, not the hourly schedule
+    stop.set()
+    await asyncio.wait_for(task, 30)
+    done = await rows(engine, sa.select(sync_run.c.status))
+    assert [r.status for r in done] == ["succeeded"]
+
+
+async def test_run_once_counts_failures(
+    engine: AsyncEngine, db_url: str, sandbox: RunningSandbox
+) -> None:
+    settings = daemon_settings(db_url, sandbox)
+    settings.vendors["aimsio"].auth.password = SecretStr("wrong")
+    daemon = Daemon(settings)
+    await asyncio.wait_for(daemon.run(asyncio.Event(), once=True), 60)
+    assert daemon.failures == 2
+    done = await rows(engine, sa.select(sync_run.c.status))
+    assert [r.status for r in done] == ["failed", "failed"]
