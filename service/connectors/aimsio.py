@@ -153,6 +153,12 @@ def parse_import_result(entity: str, keys: list[str], body: Any) -> list[PushOut
     return out
 
 
+# Entities whose GET-one embeds fields of others (a renamed customer changes a JobOrder's
+# `jobClientName`, a user's name its Employee's `employeeLinkedUserName`) without moving
+# their `updatedAt`: re-read in full weekly unless the config says otherwise.
+WEEK_S = 7 * 86400.0
+EMBEDS_OTHERS: dict[str, float] = {"JobOrder": WEEK_S, "Employee": WEEK_S}
+
 ENTITIES = (
     "User",
     "Employee",
@@ -170,7 +176,9 @@ ENTITIES = (
 
 class AimsioConnector(Connector):
     vendor = "aimsio"
-    stream_specs = tuple(StreamSpec(e, "guid|id", "updatedAt") for e in ENTITIES)
+    stream_specs = tuple(
+        StreamSpec(e, "guid|id", "updatedAt", full_every_s=EMBEDS_OTHERS.get(e)) for e in ENTITIES
+    )
     push_entities = tuple(PUSH_ENTITIES)
 
     async def pull(self, ctx: StreamContext) -> AsyncIterator[Batch]:
