@@ -60,12 +60,14 @@ class Record:
 class Batch:
     """What a connector yields: records, plus the state to save once they are committed.
 
-    ``seen_keys`` is set on the last batch of a full pass (all keys the vendor still has),
-    so the engine can soft-delete the rest. ``deleted_keys`` are explicit deletions.
+    ``state`` None keeps the previous checkpoint (batches before the last one of a pass
+    usually carry none, so the checkpoint is never ahead of the data). ``seen_keys`` is set
+    on the last batch of a full pass (all keys the vendor still has), so the engine can
+    soft-delete the rest. ``deleted_keys`` are explicit deletions.
     """
 
     records: list[Record]
-    state: JSON
+    state: JSON | None = None
     seen_keys: frozenset[str] | None = None
     deleted_keys: list[str] = field(default_factory=list)
     # Records the connector knew to be unchanged and did not fetch (counted, not written).

@@ -25,6 +25,7 @@ from service.connectors.base import (
     StreamContext,
     StreamSpec,
 )
+from service.connectors.checkpoint import epoch_ms, rereads
 from service.errors import ParseError, RequestRejected
 from service.models import JSON, Batch, Record
 
@@ -188,14 +189,13 @@ class AimsioConnector(Connector):
         todo = changed_stubs(stubs, staged)
         seen = frozenset(s.key for s in stubs)
         # The checkpoint advances only with the last batch, once the whole listing is
-        # staged; until then each batch carries the previous one (never ahead of the data).
-        before: JSON = dict(ctx.state or {})
+        # staged; earlier batches carry none (the engine keeps the previous one).
         watermark = max((s.updated_at for s in stubs), default=0)
         state: JSON = {"cursor": str(watermark), "listed": len(stubs)}
         if ctx.since is not None and not ctx.full:
-            since_ms = int(ctx.since.timestamp() * 1000)
+            since_ms = epoch_ms(ctx.since)
             changed = {s.key for s in todo}
-            todo = [s for s in stubs if s.updated_at >= since_ms or s.key in changed]
+            todo = [s for s in stubs if rereads(s.updated_at, since_ms) or s.key in changed]
         unchanged = len(stubs) - len(todo)
         pending: list[Record] = []
         gone: list[str] = []
@@ -205,7 +205,7 @@ class AimsioConnector(Connector):
                 continue
             pending.append(record)
             if len(pending) >= ctx.batch_size:
-                yield Batch(records=pending, state=before, deleted_keys=gone)
+                yield Batch(records=pending, deleted_keys=gone)
                 pending, gone = [], []
         yield Batch(
             records=pending,

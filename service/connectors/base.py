@@ -7,9 +7,11 @@ the saved checkpoint and a read-only view of what is staged; the connector yield
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
 from service.config import VendorSettings
@@ -40,6 +42,10 @@ class StreamContext:
     since: datetime | None = None  # re-read from this point instead of the checkpoint
     staged_cursors: Callable[[], Awaitable[dict[str, str | None]]] | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    # Time as parameters: tests drive connectors on fake time, never real sleeps.
+    now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep
 
     async def cursors(self) -> dict[str, str | None]:
         """Key → cursor of the live staged rows (empty on a ``--full`` run)."""

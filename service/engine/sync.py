@@ -156,7 +156,7 @@ async def commit_batch(
                 counts.deleted += await soft_delete_missing(
                     conn, vendor, stream, batch.seen_keys, run_id=run_id, now=now
                 )
-            if batch.state != prior_state:
+            if batch.state is not None and batch.state != prior_state:
                 await save_state(conn, vendor, stream, batch.state, now=now)
     return counts
 
@@ -190,7 +190,8 @@ async def _pull(
                 prior_state=saved,
                 refused=refused,
             )
-            saved = batch.state
+            if batch.state is not None:
+                saved = batch.state
             totals.add(counts)
             if progress is not None:
                 progress(totals)
@@ -260,6 +261,7 @@ async def execute_stream(
                 since=since,
                 staged_cursors=cursors,
                 options=dict(rt.settings.vendor(vendor).streams[stream].options),
+                now=rt.clock,
             )
             status, error, failure = "succeeded", None, None
             try:
