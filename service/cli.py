@@ -209,9 +209,15 @@ def resync(
     settings = settings_from(config)
     if vendor not in settings.vendors:
         fail(f"unknown vendor {vendor!r}. Known vendors and streams: {_known(settings)}", 2)
-    results = run_async(
-        resync_streams(settings, vendor, stream, full=full, since=since_dt, console=err)
-    )
+    from service.live import LiveProgress
+
+    caps = {v: s.rate_per_s for v, s in settings.vendors.items()}
+    with LiveProgress(err, caps) as live:
+        results = run_async(
+            resync_streams(
+                settings, vendor, stream, full=full, since=since_dt, progress=live.update
+            )
+        )
     out.print(runs_table(f"resync {vendor}", results))
     failed = any(r.status != "succeeded" for r in results)
     for r in results:

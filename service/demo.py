@@ -1,6 +1,8 @@
 """``vendorsync demo``: the whole loop against the in-process sandbox, on a local SQLite.
 
-Starts the sandbox on 127.0.0.1, migrates ``./var/demo.db``, runs a full sync of every
+Starts the sandbox on 127.0.0.1, resets and migrates the configured SQLite database (the
+embedded default's ``./var/vendorsync.db``, so ``vendorsync status`` shows the demo
+afterwards; a previous file is kept as ``….before-demo``), runs a full sync of every
 enabled stream, mutates sandbox records, runs an incremental sync, pushes a few users (one
 invalid on purpose), and prints what happened next to the vendors' own counters.
 """
@@ -22,15 +24,15 @@ from sandbox.app import SandboxOptions
 from sandbox.server import start_sandbox
 from service.config import Settings, load_settings
 from service.connectors import REGISTRY
-from service.db import create_engine, migrate
+from service.db import create_engine, migrate, sqlite_file
 from service.engine.enqueue import PushRow, enqueue_rows
 from service.engine.push import PushReport, push_once
 from service.engine.runtime import Runtime
-from service.engine.sync import run_stream
+from service.engine.sync import ProgressFn, execute_stream
+from service.errors import ConfigError
+from service.live import LiveProgress
 from service.models import RunResult
 from service.render import push_table, runs_table
-
-DEMO_DB = Path("var/demo.db")
 
 DEMO_USERS: list[dict[str, Any]] = [
     {
@@ -62,16 +64,33 @@ class Phase:
     duration_s: float
 
 
-def _fresh_db(path: Path) -> None:
+def demo_db_path(settings: Settings) -> Path:
+    """The configured SQLite file the demo resets (it refuses any other database)."""
+    path = sqlite_file(settings.database.url)
+    if path is None:
+        raise ConfigError(
+            "the demo resets its database, so it runs only on a SQLite file; "
+            "use the embedded default config",
+            key="database.url",
+        )
+    return path
+
+
+def _fresh_db(path: Path) -> Path | None:
+    """Start from an empty file; an earlier one is kept beside it. Returns the copy."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    kept = None
+    if path.exists() and path.stat().st_size > 0:
+        kept = path.with_name(path.name + ".before-demo")
+        path.replace(kept)
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
+    return kept
 
 
-def demo_settings(base: Settings, sandbox_url: str, db_path: Path) -> Settings:
-    """The configured settings, pointed at the in-process sandbox and a demo database."""
+def demo_settings(base: Settings, sandbox_url: str) -> Settings:
+    """The configured settings, pointed at the in-process sandbox."""
     data = base.model_dump(mode="python")
-    data["database"] = {"url": f"sqlite+aiosqlite:///{db_path}", "echo": False}
     vendors = {}
     for name, vendor in data["vendors"].items():
         vendor["base_url"] = f"{sandbox_url}/{name}"
@@ -94,9 +113,9 @@ async def _control(
         return await resp.json()
 
 
-async def _sync_all(rt: Runtime, vendors: list[str]) -> list[RunResult]:
+async def _sync_all(rt: Runtime, vendors: list[str], progress: ProgressFn) -> list[RunResult]:
     jobs = [
-        run_stream(rt, v, s, "demo")
+        execute_stream(rt, v, s, "demo", progress=progress)
         for v in vendors
         for s in rt.settings.vendors[v].enabled_streams()
     ]
@@ -110,8 +129,9 @@ async def run_demo(
     wanted = tuple(v for v, s in base.vendors.items() if s.enabled and v in REGISTRY)
     sandbox = await start_sandbox(SandboxOptions(records=records, seed=seed), vendors=wanted)
     try:
-        _fresh_db(DEMO_DB)
-        settings = demo_settings(base, sandbox.base_url, DEMO_DB)
+        db_path = demo_db_path(base)
+        kept = _fresh_db(db_path)
+        settings = demo_settings(base, sandbox.base_url)
         vendors = [v for v, s in settings.vendors.items() if s.enabled]
         console.print(f"sandbox at {sandbox.base_url}; {records} records per entity")
         engine = create_engine(settings.database.url)
@@ -119,7 +139,9 @@ async def run_demo(
             revision = await migrate(engine)
         finally:
             await engine.dispose()
-        console.print(f"migrated {DEMO_DB} to revision {revision}")
+        note = f" (the previous file is kept as {kept})" if kept else ""
+        console.print(f"reset and migrated {db_path} to revision {revision}{note}")
+        caps = {v: settings.vendors[v].rate_per_s for v in vendors}
         phases: list[Phase] = []
         async with aiohttp.ClientSession() as http, Runtime(settings) as rt:
 
@@ -128,7 +150,8 @@ async def run_demo(
                     await _control(http, sandbox.base_url, v, "reset", {"faults": False})
                 console.print(f"[bold]{name}[/bold] …")
                 started = time.monotonic()
-                results = await _sync_all(rt, vendors)
+                with LiveProgress(console, caps) as live:
+                    results = await _sync_all(rt, vendors, live.update)
                 stats = {v: await _control(http, sandbox.base_url, v, "stats") for v in vendors}
                 phases.append(Phase(name, results, stats, time.monotonic() - started))
 
@@ -150,7 +173,12 @@ async def run_demo(
 def render(phases: list[Phase], report: PushReport, settings_caps: dict[str, Any]) -> list[Table]:
     tables = []
     for ph in phases:
-        tables.append(runs_table(f"{ph.name} ({ph.duration_s:.1f} s)", ph.results))
+        table = runs_table(f"{ph.name} ({ph.duration_s:.1f} s)", ph.results)
+        table.caption = (
+            "All streams ran at the same time, each vendor's sharing its one limiter, so "
+            f"their durations overlap: the whole phase took {ph.duration_s:.1f} s."
+        )
+        tables.append(table)
         limits = Table(title=f"{ph.name}: the vendor's view (sandbox counters)")
         for col in (
             "vendor",

@@ -95,6 +95,18 @@ class UpsertCounts:
 
 
 @dataclass(slots=True)
+class RunProgress:
+    """A run in progress, as its progress callback sees it after each batch."""
+
+    vendor: str
+    stream: str
+    counts: UpsertCounts  # committed so far
+    expected: int | None = None  # records this run will fetch, once the connector knows
+    fetched: int = 0  # records received so far (committed or not)
+    requests: int = 0  # vendor calls so far, retries and logins included
+
+
+@dataclass(slots=True)
 class RunResult:
     run_id: int
     vendor: str

@@ -197,6 +197,7 @@ class AimsioConnector(Connector):
             changed = {s.key for s in todo}
             todo = [s for s in stubs if rereads(s.updated_at, since_ms) or s.key in changed]
         unchanged = len(stubs) - len(todo)
+        ctx.expect(len(todo))
         pending: list[Record] = []
         gone: list[str] = []
         async for record in self.fetch_records(entity, todo):
@@ -204,6 +205,7 @@ class AimsioConnector(Connector):
                 gone.append(record)  # vanished between listing and fetch
                 continue
             pending.append(record)
+            ctx.advance(1)
             if len(pending) >= ctx.batch_size:
                 yield Batch(records=pending, deleted_keys=gone)
                 pending, gone = [], []

@@ -42,6 +42,10 @@ class StreamContext:
     since: datetime | None = None  # re-read from this point instead of the checkpoint
     staged_cursors: Callable[[], Awaitable[dict[str, str | None]]] | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    # Progress hooks: how many records this run will fetch, once the connector knows, and
+    # each record as it arrives (for live progress; nothing depends on them).
+    expect: Callable[[int], None] = field(default=lambda _n: None)
+    advance: Callable[[int], None] = field(default=lambda _n: None)
     # Time as parameters: tests drive connectors on fake time, never real sleeps.
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     clock: Callable[[], float] = time.monotonic

@@ -2,6 +2,7 @@
 take an ``AsyncConnection`` first. The caller owns the transaction; time is a parameter.
 """
 
+from service.db.dialect import sqlite_file
 from service.db.engine import (
     check_schema,
     create_engine,
@@ -52,6 +53,7 @@ __all__ = [
     "schema_revision",
     "soft_delete_keys",
     "soft_delete_missing",
+    "sqlite_file",
     "staged_cursors",
     "start_run",
     "stream_statuses",

@@ -6,12 +6,9 @@ import asyncio
 import time
 from datetime import datetime
 
-from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
 from service.config import Settings
 from service.engine.runtime import Runtime
-from service.engine.sync import execute_stream, resolve_stream, short_error
+from service.engine.sync import ProgressFn, execute_stream, resolve_stream, short_error
 from service.errors import LeaseHeld
 from service.models import RunResult, UpsertCounts
 
@@ -23,7 +20,7 @@ async def resync_streams(
     *,
     full: bool = False,
     since: datetime | None = None,
-    console: Console | None = None,
+    progress: ProgressFn | None = None,
 ) -> list[RunResult]:
     """Run the vendor's enabled streams (or one) concurrently under the vendor's one limiter.
 
@@ -36,38 +33,21 @@ async def resync_streams(
         else:
             names = rt.settings.vendor(vendor).enabled_streams()
         rt.connector(vendor)  # fail fast on a disabled vendor or missing connector
-        with Progress(
-            SpinnerColumn(),
-            TextColumn("{task.description}"),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-            disable=console is None or not console.is_terminal,
-        ) as progress:
 
-            async def one(name: str) -> RunResult:
-                task = progress.add_task(f"{vendor}/{name}", total=None)
+        async def one(name: str) -> RunResult:
+            started = time.monotonic()
+            try:
+                return await execute_stream(
+                    rt, vendor, name, "manual", full=full, since=since, progress=progress
+                )
+            except LeaseHeld:
+                if len(names) == 1:
+                    raise
+                return _failed(vendor, name, started, "lease held by another runner")
+            except Exception as exc:
+                return _failed(vendor, name, started, short_error(exc))
 
-                def report(c: UpsertCounts) -> None:
-                    progress.update(
-                        task,
-                        description=f"{vendor}/{name}: +{c.inserted} ~{c.updated} "
-                        f"={c.unchanged} -{c.deleted}",
-                    )
-
-                started = time.monotonic()
-                try:
-                    return await execute_stream(
-                        rt, vendor, name, "manual", full=full, since=since, progress=report
-                    )
-                except LeaseHeld:
-                    if len(names) == 1:
-                        raise
-                    return _failed(vendor, name, started, "lease held by another runner")
-                except Exception as exc:
-                    return _failed(vendor, name, started, short_error(exc))
-
-            return list(await asyncio.gather(*(one(n) for n in names)))
+        return list(await asyncio.gather(*(one(n) for n in names)))
 
 
 def _failed(vendor: str, stream: str, started: float, error: str) -> RunResult:

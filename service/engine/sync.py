@@ -36,14 +36,14 @@ from service.db import (
 from service.engine.lease import guard
 from service.engine.runtime import Runtime
 from service.errors import ConfigError, LeaseLost, SyncError, VendorError
-from service.http import request_scope
-from service.models import JSON, Batch, RunResult, UpsertCounts, unstorable_reason
+from service.http import RequestTally, request_scope
+from service.models import JSON, Batch, RunProgress, RunResult, UpsertCounts, unstorable_reason
 
 log = structlog.get_logger("service.engine.sync")
 
 ERROR_MAX_CHARS = 500
 INVALID_KEYS_SHOWN = 5
-ProgressFn = Callable[[UpsertCounts], None]
+ProgressFn = Callable[[RunProgress], None]
 
 __all__ = ["LeaseLost", "commit_batch", "execute_stream", "run_stream"]
 
@@ -172,8 +172,25 @@ async def _pull(
     totals: UpsertCounts,
     refused: Refused,
     progress: ProgressFn | None,
+    tally: RequestTally,
 ) -> None:
     saved = state
+    seen = RunProgress(ctx.vendor, ctx.stream, totals)
+
+    def report() -> None:
+        if progress is not None:
+            seen.requests = tally.requests
+            progress(seen)
+
+    def expect(n: int) -> None:
+        seen.expected = n
+        report()
+
+    def advance(n: int) -> None:
+        seen.fetched += n
+        report()
+
+    ctx.expect, ctx.advance = expect, advance
     # A failure or cancellation here closes the connector's generator at once (its
     # finally blocks run now, not at garbage collection), so none of its tasks outlives
     # the run.
@@ -193,8 +210,7 @@ async def _pull(
             if batch.state is not None:
                 saved = batch.state
             totals.add(counts)
-            if progress is not None:
-                progress(totals)
+            report()
     finally:
         aclose = getattr(batches, "aclose", None)
         if aclose is not None:
@@ -276,6 +292,7 @@ async def execute_stream(
                         totals=totals,
                         refused=refused,
                         progress=progress,
+                        tally=tally,
                     ),
                     [vlease, slease],
                 )
