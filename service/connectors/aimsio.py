@@ -24,12 +24,15 @@ from service.connectors.base import (
     PushStatus,
     StreamContext,
     StreamSpec,
+    field_value,
 )
 from service.connectors.checkpoint import epoch_ms, rereads
 from service.errors import ParseError, RequestRejected
 from service.models import JSON, Batch, Record
 
 API = "/rest/api/standard/v1"
+KEY_FIELD = "guid|id"  # list stubs and objects carry one or the other
+CURSOR_FIELD = "updatedAt"  # epoch ms
 
 # Entity → (list key in a POST body, natural key field). Only these accept pushes.
 PUSH_ENTITIES: dict[str, tuple[str, str]] = {
@@ -73,8 +76,8 @@ def parse_stubs(entity: str, body: Any) -> list[Stub]:
     for i, item in enumerate(body):
         if not isinstance(item, dict):
             raise ParseError(f"{entity} listing item {i} is not an object", vendor="aimsio")
-        key = item.get("guid") if item.get("guid") is not None else item.get("id")
-        updated = item.get("updatedAt")
+        key = field_value(item, KEY_FIELD)
+        updated = item.get(CURSOR_FIELD)
         if key is None or isinstance(updated, bool) or not isinstance(updated, int):
             raise ParseError(
                 f"{entity} listing item {i} lacks guid/id or an integer updatedAt",
@@ -178,7 +181,7 @@ ENTITIES = (
 class AimsioConnector(Connector):
     vendor = "aimsio"
     stream_specs = tuple(
-        StreamSpec(e, "guid|id", "updatedAt", full_every_s=EMBEDS_OTHERS.get(e)) for e in ENTITIES
+        StreamSpec(e, KEY_FIELD, CURSOR_FIELD, full_every_s=EMBEDS_OTHERS.get(e)) for e in ENTITIES
     )
     push_entities = tuple(PUSH_ENTITIES)
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
+from pydantic import BaseModel
+
 from service.config import VendorSettings
 from service.http import ApiKeyAuth, Auth, BasicAuth, VendorClient
 from service.models import JSON, Batch
@@ -21,6 +23,12 @@ from service.models import JSON, Batch
 
 @dataclass(frozen=True, slots=True)
 class StreamSpec:
+    """A stream as its connector declares it (or builds it from a configured stream).
+
+    ``key_field`` and ``cursor_field`` name payload fields: dotted paths, with ``a|b``
+    meaning the first present of several (Aimsio objects carry a ``guid`` or an ``id``).
+    """
+
     name: str
     key_field: str
     cursor_field: str | None = None
@@ -28,6 +36,30 @@ class StreamSpec:
     # A periodic full re-read for entities whose content changes without the cursor
     # moving (they embed other entities); config `full_every` overrides it.
     full_every_s: float | None = None
+
+    def key_of(self, payload: Any) -> str | None:
+        """The record key the payload carries, or None when it has none."""
+        value = field_value(payload, self.key_field)
+        return None if value in (None, "") else str(value)
+
+    def cursor_of(self, payload: Any) -> str | None:
+        if self.cursor_field is None:
+            return None
+        value = field_value(payload, self.cursor_field)
+        return None if value is None else str(value)
+
+
+def field_value(payload: Any, path: str) -> Any:
+    """The value at a dotted ``path`` (``a|b``: the first of several that is present)."""
+    for alternative in path.split("|"):
+        value = payload
+        for part in alternative.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+            if value is None:
+                break
+        if value is not None:
+            return value
+    return None
 
 
 @dataclass(slots=True)
@@ -71,11 +103,18 @@ class PushOutcome:
 
 
 class Connector:
-    """Base class: subclasses declare ``vendor`` and ``stream_specs`` and implement ``pull``."""
+    """Base class: subclasses declare ``vendor`` and ``stream_specs`` and implement ``pull``.
+
+    A connector whose vendor has user-defined sources (Aqua views, iMIS IQA queries, AIMMS
+    task exchanges) sets ``stream_options`` to a pydantic model: any stream name is then
+    accepted, its ``options`` validated by that model at config time (a bad definition is
+    a one-line error naming the key), and ``configured_spec`` turns it into a spec.
+    """
 
     vendor: ClassVar[str]
     stream_specs: ClassVar[tuple[StreamSpec, ...]] = ()
     push_entities: ClassVar[tuple[str, ...]] = ()
+    stream_options: ClassVar[type[BaseModel] | None] = None
 
     def __init__(self, settings: VendorSettings, client: VendorClient) -> None:
         self.settings = settings
@@ -85,11 +124,38 @@ class Connector:
     def known_streams(cls) -> list[str]:
         return [s.name for s in cls.stream_specs]
 
-    def spec(self, stream: str) -> StreamSpec:
-        for s in self.stream_specs:
+    @classmethod
+    def declared(cls, stream: str) -> StreamSpec | None:
+        for s in cls.stream_specs:
             if s.name.lower() == stream.lower():
                 return s
-        raise KeyError(stream)
+        return None
+
+    @classmethod
+    def check_stream(cls, stream: str, options: dict[str, Any]) -> BaseModel | None:
+        """Validate a configured stream; raises ``KeyError`` for a stream this connector
+        does not serve and pydantic's ``ValidationError`` for bad options."""
+        if cls.declared(stream) is not None:
+            return None
+        if cls.stream_options is None:
+            raise KeyError(stream)
+        return cls.stream_options.model_validate(options)
+
+    @classmethod
+    def configured_spec(cls, stream: str, options: BaseModel) -> StreamSpec:
+        """The spec of a user-configured stream (connectors with ``stream_options``)."""
+        raise NotImplementedError(f"{cls.vendor} has no configured streams")
+
+    def spec(self, stream: str) -> StreamSpec:
+        found = self.declared(stream)
+        if found is not None:
+            return found
+        if self.stream_options is None:
+            raise KeyError(stream)
+        configured = self.settings.streams.get(stream)
+        options = self.check_stream(stream, configured.options if configured else {})
+        assert options is not None
+        return self.configured_spec(stream, options)
 
     def make_auth(self) -> Auth | None:
         """The auth hook for this vendor's calls; connectors with a login flow override it."""

@@ -17,6 +17,7 @@ from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.config import Settings
@@ -44,7 +45,8 @@ def default_owner() -> str:
 
 
 def check_streams(settings: Settings) -> None:
-    """Every enabled vendor has a connector, and every configured stream is one it serves."""
+    """Every enabled vendor has a connector, and every configured stream is one it serves,
+    with options its connector accepts."""
     for vendor, vs in settings.vendors.items():
         if not vs.enabled:
             continue
@@ -52,13 +54,22 @@ def check_streams(settings: Settings) -> None:
             cls = connector_class(vendor)
         except KeyError as exc:
             raise ConfigError(exc.args[0], key=f"vendors.{vendor}.enabled") from None
-        known = {s.lower(): s for s in cls.known_streams()}
-        for stream in vs.streams:
-            if stream.lower() not in known:
+        for stream, ss in vs.streams.items():
+            key = f"vendors.{vendor}.streams.{stream}"
+            try:
+                cls.check_stream(stream, ss.options)
+            except KeyError:
+                known = ", ".join(cls.known_streams())
                 raise ConfigError(
-                    f"{vendor} has no stream {stream!r} (known: {', '.join(known.values())})",
-                    key=f"vendors.{vendor}.streams.{stream}",
-                )
+                    f"{vendor} has no stream {stream!r} (known: {known})", key=key
+                ) from None
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                where = ".".join(str(p) for p in err["loc"])
+                raise ConfigError(
+                    err["msg"].removeprefix("Value error, "),
+                    key=f"{key}.options" + (f".{where}" if where else ""),
+                ) from None
 
 
 @dataclass
