@@ -253,7 +253,7 @@ async def _send(
         return outcomes + _outcomes(vendor, entity, batch, K.DEFERRED, str(exc))
     except AuthError as exc:
         # Wrong credentials fail every row alike: pause the vendor, spend no attempts.
-        why = short_error(exc)
+        why = Exception.__str__(exc)  # without the "[vendor]" prefix: the report names it
         report.auth_failures[vendor] = why
         log.error("push paused: authentication failed", vendor=vendor, error=why)
         await _wait(rt, batch, later=None)

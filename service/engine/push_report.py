@@ -72,14 +72,18 @@ class PushReport:
         """One line on what went wrong, or None when ``exit_code`` is 0."""
         if not self.exit_code:
             return None
-        parts = [
-            f"{vendor}: authentication failed, push paused with rows left pending ({why})"
-            for vendor, why in sorted(self.auth_failures.items())
-        ]
+        paused: dict[str, int] = defaultdict(int)
         bad: dict[str, int] = defaultdict(int)
         for o in self.outcomes:
-            if o.status not in DONE and o.status != PushOutcomeKind.PAUSED:
+            if o.status == PushOutcomeKind.PAUSED:
+                paused[o.vendor] += 1
+            elif o.status not in DONE:
                 bad[str(o.status)] += 1
+        parts = [
+            f"{vendor}: authentication failed ({why}); its push is paused, "
+            f"{paused[vendor]} row(s) left pending: check vendors.{vendor}.auth"
+            for vendor, why in sorted(self.auth_failures.items())
+        ]
         if bad:
             verb = "would not send" if self.dry_run else "not sent"
             parts.append(
