@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -122,3 +123,37 @@ async def test_expired_claim_of_an_overtaken_row_is_superseded(engine: AsyncEngi
         rows = await claim(conn, "w", now=later, claim_ttl_s=60, limit=10)
     assert [r.payload["v"] for r in rows] == [2]
     assert [s for _, _, s in await table(engine)] == ["superseded", "sending"]
+
+
+async def test_concurrent_claims_take_each_keys_newest_row_once(engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.insert(push_outbox),
+            [
+                {
+                    "vendor": "aimsio",
+                    "entity": "User",
+                    "record_key": f"k{k}",
+                    "payload": user(f"k{k}", v=v),
+                    "payload_hash": f"h{k}.{v}",
+                    "next_attempt_at": NOW,
+                }
+                for v in (1, 2, 3)
+                for k in range(40)
+            ],
+        )
+
+    async def worker(owner: str) -> list[tuple[str, int]]:
+        taken: list[tuple[str, int]] = []
+        while True:
+            async with engine.begin() as conn:
+                rows = await claim(conn, owner, now=NOW, claim_ttl_s=60, limit=7)
+            if not rows:
+                return taken
+            taken += [(r.record_key, r.payload["v"]) for r in rows]
+
+    results = await asyncio.gather(*(worker(f"w{i}") for i in range(4)))
+    claimed = [row for taken in results for row in taken]
+    assert sorted(claimed) == sorted((f"k{k}", 3) for k in range(40))
+    statuses = {s for _, _, s in await table(engine)}
+    assert statuses == {"superseded", "sending"}
