@@ -186,11 +186,14 @@ async def _push_group(
         return _outcomes(vendor, entity, rows, K.PAUSED, report.auth_failures[vendor])
     try:
         connector = rt.connector(vendor)
-        invalid = {r.id: connector.validate_push_row(entity, r.payload) for r in rows}
     except (ConfigError, KeyError) as exc:  # not configured, or no connector for it
         reason = f"cannot push to {vendor}: {short_error(exc)}"
         await _settle(rt, [(r, Settlement(DEAD, reason)) for r in rows])
         return _outcomes(vendor, entity, rows, K.DEAD, reason)
+    except Exception as exc:
+        return await _bug(rt, report, rows, exc, rng)
+    try:
+        invalid = {r.id: connector.validate_push_row(entity, r.payload) for r in rows}
     except Exception as exc:
         return await _bug(rt, report, rows, exc, rng)
 
