@@ -407,20 +407,30 @@ async def test_wrong_password_pauses_the_vendor_without_spending_attempts(
     assert report.exit_code == 0
 
 
+async def _broken_push(self: Any, entity: str, batch: Any) -> Any:
+    raise RuntimeError("a bug in the connector")
+
+
+def _broken_validation(self: Any, entity: str, payload: Any) -> Any:
+    raise KeyError("a bug in validation")
+
+
+@pytest.mark.parametrize(
+    ("method", "broken"),
+    [("push", _broken_push), ("validate_push_row", _broken_validation)],
+)
 async def test_an_unexpected_exception_never_dead_letters(
     engine: AsyncEngine,
     db_url: str,
     aimsio_sandbox: StartAimsio,
     monkeypatch: pytest.MonkeyPatch,
+    method: str,
+    broken: Any,
 ) -> None:
     sb = await aimsio_sandbox(records=10)
     await enqueue_rows(engine, rows([user(1), user(2)]))
     settings = aimsio_settings(db_url, sb.base_url, push={"max_attempts": 2})
-
-    async def broken(self: Any, entity: str, batch: Any) -> Any:
-        raise RuntimeError("a bug in the connector")
-
-    monkeypatch.setattr(AimsioConnector, "push", broken)
+    monkeypatch.setattr(AimsioConnector, method, broken)
     clock = Clock()
     async with Runtime(settings, db=engine, clock=clock) as rt:
         for _ in range(3):  # more rounds than max_attempts
