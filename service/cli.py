@@ -267,7 +267,15 @@ def push(
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be sent and why."),
     config: ConfigOpt = None,
 ) -> None:
-    """Run the outbox once (mapping rules first): validate, skip unchanged, send, record."""
+    """Run the outbox once (mapping rules first): validate, skip unchanged, send, record.
+
+    Exit status: 0 when every due row was sent, skipped (unchanged) or superseded by a
+    newer row for its key, or nothing was due; 1 when any row was rejected, invalid,
+    dead-lettered, left for retry (transient or unexpected error), deferred (vendor
+    disabled, or another process holds its lease), or a vendor's authentication failed
+    (its rows stay pending). --dry-run writes nothing and exits by the same rule on what
+    it would do.
+    """
     if ctx.invoked_subcommand is not None:
         return
     from service.engine.push import push_once
@@ -282,8 +290,11 @@ def push(
             return await push_once(rt, vendor=vendor, dry_run=dry_run)
 
     report = run_async(go())
-    out.print(push_table("push (dry run: nothing sent)" if dry_run else "push", report))
+    out.print(push_table("push (dry run: nothing written or sent)" if dry_run else "push", report))
     out.print(push_summary(report) or "outbox empty: nothing to send")
+    problem = report.problem()
+    if problem is not None:
+        fail(problem, report.exit_code)
 
 
 @push_app.command("enqueue")

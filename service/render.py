@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from rich.markup import escape
 from rich.table import Table
 
 from service.engine.push import PushReport
@@ -46,13 +47,18 @@ def push_table(title: str, report: PushReport) -> Table:
     for col in ("vendor", "entity", "key", "outcome", "detail"):
         table.add_column(col)
     for o in report.outcomes:
-        table.add_row(o.vendor, o.entity, o.record_key, o.status, o.detail or "")
+        # escape: vendor errors start with "[aimsio]", which rich would take for markup
+        table.add_row(o.vendor, o.entity, escape(o.record_key), o.status, escape(o.detail or ""))
     return table
 
 
 def push_summary(report: PushReport) -> str:
+    """``vendor/entity: outcome n, …`` per group (plus what mapping rules enqueued)."""
     counts = report.counts()
-    return "; ".join(
+    parts = [
         f"{v}/{e}: " + ", ".join(f"{k} {n}" for k, n in sorted(c.items()))
         for (v, e), c in sorted(counts.items())
-    )
+    ]
+    if report.enqueued_by_mappings and not report.dry_run:
+        parts.append(f"mapping rules enqueued {report.enqueued_by_mappings}")
+    return "; ".join(parts)

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.config import Settings
 from service.connectors import connector_class
+from service.db import translate_db_errors
 from service.db.outbox import enqueue
 from service.engine.runtime import utc_now
 from service.errors import InputError
@@ -76,13 +77,19 @@ def parse_rows(
 
 
 async def enqueue_rows(db: AsyncEngine, rows: list[PushRow], *, force: bool = False) -> int:
-    """Add rows in one transaction; without ``force`` a row equal to an earlier one is skipped."""
+    """Add rows in one transaction; returns how many were added.
+
+    Per key the last row given wins, and older waiting rows of its key are superseded.
+    Without ``force`` a row is not added when its payload is already where that key is
+    headed: the newest row's, while still pending, else the last the vendor accepted.
+    """
     groups: dict[tuple[str, str], list[tuple[str, JSON]]] = defaultdict(list)
     for r in rows:
         groups[(r.vendor, r.entity)].append((r.key, r.payload))
     added = 0
     now = utc_now()
-    async with db.begin() as conn:
-        for (vendor, entity), items in groups.items():
-            added += await enqueue(conn, vendor, entity, items, now=now, dedupe=not force)
+    with translate_db_errors("enqueuing push rows"):
+        async with db.begin() as conn:
+            for (vendor, entity), items in groups.items():
+                added += await enqueue(conn, vendor, entity, items, now=now, dedupe=not force)
     return added

@@ -8,8 +8,8 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.config import FieldMap
-from service.db import fetch_live
-from service.db.outbox import enqueue
+from service.db import fetch_live, translate_db_errors
+from service.db.outbox import enqueue, plan_enqueue
 from service.models import JSON
 
 _MISSING = object()
@@ -59,13 +59,31 @@ def _literal(text: str) -> Any:
     return text
 
 
+async def _mapped(db: AsyncEngine, rule: FieldMap) -> list[tuple[str, JSON]]:
+    async with db.connect() as conn:
+        live = await fetch_live(conn, rule.source_vendor, rule.source_stream)
+    return [m for m in (map_record(rule, p) for p in live.values()) if m is not None]
+
+
 async def apply_mappings(db: AsyncEngine, rules: list[FieldMap], *, now: datetime) -> int:
-    """Enqueue every mapped row whose payload differs from what was queued or sent before."""
+    """Enqueue every mapped row whose payload differs from the one its key is headed for
+    (see ``plan_enqueue``): the newest still-pending row, else the last accepted one."""
     added = 0
-    for rule in rules:
-        async with db.connect() as conn:
-            live = await fetch_live(conn, rule.source_vendor, rule.source_stream)
-        rows = [m for m in (map_record(rule, p) for p in live.values()) if m is not None]
-        async with db.begin() as conn:
-            added += await enqueue(conn, rule.target_vendor, rule.entity, rows, now=now)
+    with translate_db_errors("applying mapping rules"):
+        for rule in rules:
+            rows = await _mapped(db, rule)
+            async with db.begin() as conn:
+                added += await enqueue(conn, rule.target_vendor, rule.entity, rows, now=now)
     return added
+
+
+async def plan_mappings(db: AsyncEngine, rules: list[FieldMap]) -> list[tuple[FieldMap, str]]:
+    """What ``apply_mappings`` would enqueue now, as (rule, key) pairs; writes nothing."""
+    out: list[tuple[FieldMap, str]] = []
+    with translate_db_errors("previewing mapping rules"):
+        for rule in rules:
+            rows = await _mapped(db, rule)
+            async with db.connect() as conn:
+                todo = await plan_enqueue(conn, rule.target_vendor, rule.entity, rows)
+            out.extend((rule, key) for key, _ in todo)
+    return out

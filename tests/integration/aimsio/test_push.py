@@ -7,10 +7,13 @@ import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
+from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.config import FieldMap
+from service.connectors.aimsio import AimsioConnector
 from service.db import upsert_records
 from service.db.tables import push_outbox
 from service.engine.enqueue import PushRow, enqueue_rows
@@ -287,3 +290,220 @@ async def test_rows_for_a_disabled_vendor_wait_instead_of_dying(
     async with Runtime(settings, db=engine, clock=clock) as rt:
         report = await push_once(rt)
     assert [o.status for o in report.outcomes] == ["sent"]
+
+
+async def vendor_user(sb: Any, user_name: str) -> dict[str, Any]:
+    """The vendor's copy of one user (newest first: pushed users are listed last)."""
+    for stub in reversed(await vendor_get(sb, "User")):
+        row = await vendor_get(sb, f"User/{stub['guid']}")
+        if row.get("userName") == user_name:
+            return dict(row)
+    raise AssertionError(f"the vendor has no user {user_name}")
+
+
+async def test_older_row_in_backoff_never_overwrites_a_newer_one(
+    engine: AsyncEngine, db_url: str, aimsio_sandbox: StartAimsio
+) -> None:
+    sb = await aimsio_sandbox(records=10)
+    clock = Clock()
+    settings = aimsio_settings(
+        db_url, sb.base_url, retry={"max_attempts": 1}, push={"backoff_base_s": 60}
+    )
+    older, newer = user(1, userPhone="555-0001"), user(1, userPhone="555-0002")
+    async with Runtime(settings, db=engine, clock=clock) as rt:
+        await enqueue_rows(engine, rows([older]))
+        clock.now = datetime.now(UTC)
+        await control(sb, "faults", {"error_rate": 1.0, "error_status": 503})
+        assert [o.status for o in (await push_once(rt)).outcomes] == ["retry"]
+        await control(sb, "faults", {"error_rate": 0.0})
+        await enqueue_rows(engine, rows([newer]))
+        clock.now = datetime.now(UTC)  # the older row still backs off (>= 30 s)
+        first = await push_once(rt)
+        clock.now += timedelta(hours=1)  # the older row's backoff is over
+        second = await push_once(rt)
+    assert [o.status for o in first.outcomes] == ["sent"]
+    assert second.outcomes == []
+    assert await statuses(engine) == {"superseded": 1, "sent": 1}
+    assert (await vendor_user(sb, newer["userName"]))["userPhone"] == "555-0002"
+
+
+async def test_a_payload_sent_before_is_sent_again_after_another_one(
+    engine: AsyncEngine, db_url: str, aimsio_sandbox: StartAimsio
+) -> None:
+    sb = await aimsio_sandbox(records=10)
+    settings = aimsio_settings(db_url, sb.base_url)
+    a, b = user(1, userPhone="555-000A"), user(1, userPhone="555-000B")
+    async with Runtime(settings, db=engine) as rt:
+        for payload in (a, b, a):
+            assert await enqueue_rows(engine, rows([payload])) == 1
+            assert [o.status for o in (await push_once(rt)).outcomes] == ["sent"]
+    assert (await vendor_user(sb, a["userName"]))["userPhone"] == "555-000A"
+
+
+def party_rule() -> FieldMap:
+    return FieldMap(
+        source_vendor="imis",
+        source_stream="Party",
+        target_vendor="aimsio",
+        entity="User",
+        key_field="userName",
+        fields={
+            "userName": "Email",
+            "userFirstName": "FirstName",
+            "userLastName": "LastName",
+            "userRoleNames": "=[Field Worker]",
+            "userIsActive": "=true",
+        },
+    )
+
+
+async def stage_party(engine: AsyncEngine, last_name: str) -> None:
+    party = {"Email": "ada@example.org", "FirstName": "Ada", "LastName": last_name}
+    async with engine.begin() as conn:
+        await upsert_records(
+            conn, "imis", "Party", [Record("Party", "1", party)], run_id=None, now=datetime.now(UTC)
+        )
+
+
+async def test_mapping_rule_sends_a_reverted_value_again(
+    engine: AsyncEngine, db_url: str, aimsio_sandbox: StartAimsio
+) -> None:
+    sb = await aimsio_sandbox(records=10)
+    settings = aimsio_settings(db_url, sb.base_url)
+    settings.push.mappings = [party_rule()]
+    async with Runtime(settings, db=engine) as rt:
+        for last_name in ("Lovelace", "King", "Lovelace"):
+            await stage_party(engine, last_name)
+            report = await push_once(rt)
+            assert report.enqueued_by_mappings == 1
+            assert [o.status for o in report.outcomes] == ["sent"]
+        assert (await push_once(rt)).enqueued_by_mappings == 0
+    assert (await vendor_user(sb, "ada@example.org"))["userLastName"] == "Lovelace"
+
+
+async def test_wrong_password_pauses_the_vendor_without_spending_attempts(
+    engine: AsyncEngine, db_url: str, aimsio_sandbox: StartAimsio
+) -> None:
+    sb = await aimsio_sandbox(records=10)
+    await enqueue_rows(engine, rows([user(i) for i in range(5)]))
+    settings = aimsio_settings(db_url, sb.base_url, push={"batch_size": 2})
+    settings.vendors["aimsio"].auth.password = SecretStr("wrong")  # type: ignore[assignment]
+    async with Runtime(settings, db=engine) as rt:
+        report = await push_once(rt)
+    assert {o.status for o in report.outcomes} == {"paused"}
+    assert len(report.outcomes) == 2  # one batch tried, then the vendor is left alone
+    assert "aimsio" in report.auth_failures
+    assert report.exit_code == 1
+    assert "authentication failed" in (report.problem() or "")
+    t = push_outbox.c
+    async with engine.connect() as conn:
+        left = (await conn.execute(sa.select(t.status, t.attempts))).all()
+    assert {(r.status, r.attempts) for r in left} == {("pending", 0)}
+
+    fixed = aimsio_settings(db_url, sb.base_url)
+    async with Runtime(fixed, db=engine) as rt:
+        report = await push_once(rt)
+    assert [o.status for o in report.outcomes] == ["sent"] * 5
+    assert report.exit_code == 0
+
+
+async def _broken_push(self: Any, entity: str, batch: Any) -> Any:
+    raise RuntimeError("a bug in the connector")
+
+
+def _broken_validation(self: Any, entity: str, payload: Any) -> Any:
+    raise KeyError("a bug in validation")
+
+
+@pytest.mark.parametrize(
+    ("method", "broken"),
+    [("push", _broken_push), ("validate_push_row", _broken_validation)],
+)
+async def test_an_unexpected_exception_never_dead_letters(
+    engine: AsyncEngine,
+    db_url: str,
+    aimsio_sandbox: StartAimsio,
+    monkeypatch: pytest.MonkeyPatch,
+    method: str,
+    broken: Any,
+) -> None:
+    sb = await aimsio_sandbox(records=10)
+    await enqueue_rows(engine, rows([user(1), user(2)]))
+    settings = aimsio_settings(db_url, sb.base_url, push={"max_attempts": 2})
+    monkeypatch.setattr(AimsioConnector, method, broken)
+    clock = Clock()
+    async with Runtime(settings, db=engine, clock=clock) as rt:
+        for _ in range(3):  # more rounds than max_attempts
+            report = await push_once(rt, rng=random.Random(1))
+            assert [o.status for o in report.outcomes] == ["error", "error"]
+            assert report.bugs == 1
+            assert report.exit_code == 1
+            clock.now += timedelta(days=1)
+        t = push_outbox.c
+        async with engine.connect() as conn:
+            left = (await conn.execute(sa.select(t.status, t.attempts, t.next_attempt_at))).all()
+        assert {(r.status, r.attempts) for r in left} == {("pending", 3)}
+        assert all(r.next_attempt_at > clock.now - timedelta(days=1) for r in left)
+        monkeypatch.undo()
+        report = await push_once(rt)
+    assert [o.status for o in report.outcomes] == ["sent", "sent"]
+
+
+async def test_outcomes_are_settled_in_bulk(
+    engine: AsyncEngine, db_url: str, aimsio_sandbox: StartAimsio
+) -> None:
+    sb = await aimsio_sandbox(records=10)
+    await enqueue_rows(engine, rows([user(i) for i in range(100)]))
+    settings = aimsio_settings(db_url, sb.base_url, push={"batch_size": 100})
+    updates: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("UPDATE PUSH_OUTBOX"):
+            updates.append(statement)
+
+    sa.event.listen(engine.sync_engine, "before_cursor_execute", count)
+    try:
+        async with Runtime(settings, db=engine) as rt:
+            report = await push_once(rt)
+    finally:
+        sa.event.remove(engine.sync_engine, "before_cursor_execute", count)
+    assert [o.status for o in report.outcomes] == ["sent"] * 100
+    assert len(updates) <= 8, updates  # claims, supersede checks, one settle: not 100
+
+
+async def test_dry_run_writes_nothing_and_shows_what_mappings_would_enqueue(
+    engine: AsyncEngine, db_url: str, aimsio_sandbox: StartAimsio
+) -> None:
+    sb = await aimsio_sandbox(records=10)
+    settings = aimsio_settings(db_url, sb.base_url)
+    settings.push.mappings = [party_rule()]
+    await stage_party(engine, "Lovelace")
+    await enqueue_rows(engine, rows([user(1, userPhone="1")]))
+    await enqueue_rows(engine, rows([user(1, userPhone="2")]))
+    async with engine.begin() as conn:  # a row inserted by plain SQL, without a hash
+        await conn.execute(
+            sa.insert(push_outbox).values(
+                vendor="aimsio", entity="User", record_key="sql@x", payload=user(9)
+            )
+        )
+    writes: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().split()[0].upper() in ("INSERT", "UPDATE", "DELETE"):
+            writes.append(statement)
+
+    sa.event.listen(engine.sync_engine, "before_cursor_execute", count)
+    try:
+        async with Runtime(settings, db=engine) as rt:
+            report = await push_once(rt, dry_run=True)
+    finally:
+        sa.event.remove(engine.sync_engine, "before_cursor_execute", count)
+    assert writes == []
+    kinds = sorted((o.record_key, str(o.status)) for o in report.outcomes)
+    assert kinds == [
+        ("ada@example.org", "would-enqueue"),
+        (user(1)["userName"], "would-send"),
+        ("sql@x", "would-send"),
+    ]
+    assert report.enqueued_by_mappings == 1
+    assert (await control(sb, "stats"))["requests"] == 0
