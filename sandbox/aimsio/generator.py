@@ -2,7 +2,7 @@
 
 No I/O. Row ``index`` of an entity is built from an ``rng`` seeded with ``(seed, entity,
 index)``; its guid, natural key and ``updatedAt`` come from the index arithmetic in
-``sandbox.aimsio_schema``. Cross-references (a job's customer, a timecard's employee, …)
+``sandbox.aimsio.schema``. Cross-references (a job's customer, a timecard's employee, …)
 point at other entities' generated indices.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-from sandbox.aimsio_schema import (
+from sandbox.aimsio.schema import (
     BASE_MS,
     EMPLOYEE_STATUSES,
     EQUIPMENT_STATUSES,

@@ -1,7 +1,7 @@
 """Aimsio entities: what each one is called, keyed and written like, and their enum values.
 
 Pure data and pure functions, no I/O. Generated record ``index`` of an entity is built from
-``(seed, entity, index)`` (``sandbox.aimsio_generator``); its guid, natural key and
+``(seed, entity, index)`` (``sandbox.aimsio.generator``); its guid, natural key and
 ``updatedAt`` come from cheap arithmetic on the index alone (here), so listing stubs never
 builds a full record.
 """

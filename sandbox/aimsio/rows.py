@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sandbox.aimsio_schema import (
+from sandbox.aimsio.schema import (
     EMPLOYEE_STATUSES,
     EMPLOYMENT_TYPES,
     EQUIPMENT_STATUSES,

@@ -63,9 +63,9 @@ from typing import Any, ClassVar
 
 from aiohttp import hdrs, web
 
-from sandbox.aimsio_generator import Generator
-from sandbox.aimsio_rows import ImportTally, is_blank
-from sandbox.aimsio_schema import (
+from sandbox.aimsio.generator import Generator
+from sandbox.aimsio.rows import ImportTally, is_blank
+from sandbox.aimsio.schema import (
     SPECS,
     EntitySpec,
     generated_updated_ms,
@@ -73,7 +73,7 @@ from sandbox.aimsio_schema import (
     parse_path,
     resolve_entity,
 )
-from sandbox.aimsio_store import AimsioStore
+from sandbox.aimsio.store import AimsioStore
 from sandbox.app import SandboxOptions, VendorSim
 from sandbox.data import Record, guid_for
 from sandbox.limits import LimitConfig

@@ -1,6 +1,6 @@
 """The rows of one simulated Aimsio account, and the rules for reading and writing them.
 
-No HTTP here: the simulator (``sandbox.aimsio``) parses requests and hands rows over.
+No HTTP here: the simulator (``sandbox.aimsio.sim``) parses requests and hands rows over.
 Generated rows live in lazy :class:`Dataset`s; the overlays below index only rows that
 were written (by POST or the mutation API), so start-up costs nothing per row.
 """
@@ -11,8 +11,8 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from sandbox.aimsio_generator import Generator
-from sandbox.aimsio_rows import (
+from sandbox.aimsio.generator import Generator
+from sandbox.aimsio.rows import (
     STRING_LISTS,
     ImportTally,
     derive,
@@ -20,7 +20,7 @@ from sandbox.aimsio_rows import (
     row_errors,
     writable_fields,
 )
-from sandbox.aimsio_schema import SPECS, EntitySpec, index_from_guid, index_from_key
+from sandbox.aimsio.schema import SPECS, EntitySpec, index_from_guid, index_from_key
 from sandbox.data import Dataset, Record
 
 # Decides whether the server rejects a valid row anyway (the fault switches).
