@@ -14,9 +14,9 @@ import random
 from datetime import UTC, datetime
 from typing import Any
 
-from sandbox.amilia_data import Table, make_membership
-from sandbox.amilia_store import Store
-from sandbox.amilia_wire import person_errors, person_fields
+from sandbox.amilia.data import Table, make_membership
+from sandbox.amilia.store import Store
+from sandbox.amilia.wire import person_errors, person_fields
 from sandbox.data import Record
 
 MUTABLE = ("accounts", "persons", "registrations")

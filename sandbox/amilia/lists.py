@@ -12,26 +12,34 @@ from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from datetime import date
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from sandbox.amilia_data import (
+from sandbox.amilia.data import (
     ACTIVITIES_PER_PROGRAM,
     PERSON_BASE,
+    Layout,
     Table,
     day_of,
     email_person_hint,
 )
 
-if TYPE_CHECKING:
-    from sandbox.amilia_store import Store
-
 MAX_CACHED_LISTS = 16
+
+
+class ListedTables(Protocol):
+    """What the lists read of their store (a :class:`~sandbox.amilia.store.Store`)."""
+
+    layout: Layout
+    accounts: Table
+    persons: Table
+    registrations: Table
+    scans: Table
 
 
 class Lists:
     """The filtered lists over one store's tables (``Store.lists``)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: ListedTables) -> None:
         self.store = store
         self._tables = (store.accounts, store.persons, store.registrations, store.scans)
         self._lists: OrderedDict[tuple[Any, ...], tuple[tuple[int, ...], array[int]]] = (

@@ -45,10 +45,10 @@ from typing import Any
 
 from aiohttp import web
 
-from sandbox.amilia_data import PERSON_BASE, Layout, Table, iso_day, today_ordinal
-from sandbox.amilia_mutate import apply_mutation
-from sandbox.amilia_store import Store
-from sandbox.amilia_wire import (
+from sandbox.amilia.data import PERSON_BASE, Layout, Table, iso_day, today_ordinal
+from sandbox.amilia.mutate import apply_mutation
+from sandbox.amilia.store import Store
+from sandbox.amilia.wire import (
     ApiError,
     Route,
     account_errors,

@@ -1,7 +1,7 @@
 """The Amilia sandbox's records: tables, joins into the API's shapes, edits.
 
 The filtered lists the list endpoints page through (row indices in id order, cached per
-filter) are ``Store.lists``, a :class:`~sandbox.amilia_list.Lists`.
+filter) are ``Store.lists``, a :class:`~sandbox.amilia.lists.Lists`.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable
 
-from sandbox.amilia_data import (
+from sandbox.amilia.data import (
     ACCOUNT_BASE,
     ACTIVITIES_PER_PROGRAM,
     ACTIVITY_BASE,
@@ -31,7 +31,7 @@ from sandbox.amilia_data import (
     make_program,
     public,
 )
-from sandbox.amilia_list import Lists
+from sandbox.amilia.lists import Lists
 from sandbox.data import Record
 
 STAFF = (None, None, None, {"Id": 501, "FullName": "Marie Dubé"}, {"Id": 502, "FullName": "Sam Li"})

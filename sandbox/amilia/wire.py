@@ -1,5 +1,5 @@
 """Amilia wire details as pure functions: JWTs, auth headers, routes, query parameters,
-paging arithmetic and write-body validation. No I/O; ``sandbox.amilia`` calls these."""
+paging arithmetic and write-body validation. No I/O; ``sandbox.amilia.sim`` calls these."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import Any
 
 from yarl import URL
 
-from sandbox.amilia_data import GENDERS
+from sandbox.amilia.data import GENDERS
 
 Record = dict[str, Any]
 
