@@ -13,8 +13,8 @@ Routes (under ``/aimms``):
   (PublishApp); ``GET /pro-api/v1/aimms-versions`` (PublishAIMMS).
 - ``GET`` environments / groups / users (Authentication) and API keys (API Key, no secrets)
   at the paths in ``listing_paths``.
-- v2 tasks (Tasks scope): see ``sandbox/aimms_v2.py``; apps, services and the model's
-  answers: see ``sandbox/aimms_model.py``; the queue: ``sandbox/aimms_tasks.py``.
+- v2 tasks (Tasks scope): see ``sandbox/aimms/v2.py``; apps, services and the model's
+  answers: see ``sandbox/aimms/model.py``; the queue: ``sandbox/aimms/tasks.py``.
 - Control: ``POST /_sandbox/tick`` (advance the queue to the clock, send due hooks and wait for
   them), ``GET /_sandbox/hooks`` (hook call log), plus the shared stats/faults/reset/mutate.
   ``POST /_sandbox/mutate`` takes ``{"entity": "users", "change", "delete", "add", "seed"}``
@@ -53,9 +53,9 @@ from typing import Any, ClassVar
 
 from aiohttp import web
 
-from sandbox.aimms_config import PHASE_NAMES, ApiError, ApiKey, build_keys, resolve_settings
-from sandbox.aimms_hooks import HookSender, hook_call_url
-from sandbox.aimms_model import (
+from sandbox.aimms.config import PHASE_NAMES, ApiError, ApiKey, build_keys, resolve_settings
+from sandbox.aimms.hooks import HookSender, hook_call_url
+from sandbox.aimms.model import (
     AIMMS_VERSIONS,
     ENVIRONMENTS,
     USER_BASE_ID,
@@ -68,9 +68,9 @@ from sandbox.aimms_model import (
     touch_user,
     validate_authorizations,
 )
-from sandbox.aimms_schedule import iso
-from sandbox.aimms_tasks import Fate, Phases, Run, TaskGroup, TaskQueue
-from sandbox.aimms_v2 import TaskApi
+from sandbox.aimms.schedule import iso
+from sandbox.aimms.tasks import Fate, Phases, Run, TaskGroup, TaskQueue
+from sandbox.aimms.v2 import TaskApi
 from sandbox.app import SandboxOptions, VendorSim
 from sandbox.limits import LimitConfig
 
@@ -171,7 +171,7 @@ class AimmsSim(VendorSim):
         out["count"] = len(users)
         return out
 
-    # --- shared helpers (also used by aimms_v2) ---------------------------------------------
+    # --- shared helpers (also used by v2.TaskApi, see v2.TaskHost) --------------------------
     def guarded(self, handler: Handler) -> Handler:
         async def run(request: web.Request) -> web.StreamResponse:
             try:

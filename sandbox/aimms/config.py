@@ -1,4 +1,4 @@
-"""Settings, API keys and the error type of the AIMMS PRO simulator (see ``sandbox/aimms.py``)."""
+"""Settings, API keys and the error type of the AIMMS PRO simulator (see ``sim.py``)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sandbox.aimms_model import DEMO_USER_ID
-from sandbox.aimms_schedule import iso
+from sandbox.aimms.model import DEMO_USER_ID
+from sandbox.aimms.schedule import iso
 
 SCOPES = frozenset({"Authentication", "PublishAIMMS", "PublishApp", "Tasks", "API Key"})
 YEAR_S = 365 * 86_400.0

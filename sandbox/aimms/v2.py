@@ -1,4 +1,4 @@
-"""AIMMS PRO Tasks API v2 (``/pro-api/v2/tasks``), backed by ``aimms_tasks.TaskQueue``.
+"""AIMMS PRO Tasks API v2 (``/pro-api/v2/tasks``), backed by ``tasks.TaskQueue``.
 
 - ``POST /tasks/{app}/{version}/{service}`` and ``POST /tasks/{app}/{service}`` (the version
   tagged latest; none → 404 "App X with latest tag doesn't exist"). Unknown app or version →
@@ -20,21 +20,45 @@ is 1 for completed tasks (the DEX example's model returns 1) and -1 for failed o
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
 
 from aiohttp import web
 
-from sandbox.aimms_config import ApiError, ApiKey
-from sandbox.aimms_hooks import valid_hook
-from sandbox.aimms_model import EXECUTE, READ, App
-from sandbox.aimms_schedule import iso, parse_duration_s, parse_schedule_for
-from sandbox.aimms_tasks import STATES, TERMINAL, Run, TaskGroup
-
-if TYPE_CHECKING:
-    from sandbox.aimms import AimmsSim
+from sandbox.aimms.config import ApiError, ApiKey
+from sandbox.aimms.hooks import valid_hook
+from sandbox.aimms.model import EXECUTE, READ, App
+from sandbox.aimms.schedule import iso, parse_duration_s, parse_schedule_for
+from sandbox.aimms.tasks import STATES, TERMINAL, Fate, Run, TaskGroup, TaskQueue
 
 PREFIX = "/pro-api/v2/tasks"
 CHUNK_BYTES = 64 * 1024
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class TaskHost(Protocol):
+    """What the Tasks API uses of its simulator (an :class:`~sandbox.aimms.sim.AimmsSim`)."""
+
+    @property
+    def settings(self) -> Mapping[str, Any]: ...
+
+    @property
+    def queue(self) -> TaskQueue: ...
+
+    def guarded(self, handler: Handler) -> Handler: ...
+
+    def authorize(self, request: web.Request, scope: str) -> ApiKey: ...
+
+    def app_rights(self, key: ApiKey, app: App) -> int: ...
+
+    def find_app(self, name: str, version: str | None) -> App | None: ...
+
+    def parallelism(self) -> int: ...
+
+    def decide(self, group: TaskGroup) -> Fate: ...
+
+    def advance(self) -> float: ...
 
 
 def parse_schedule(query: dict[str, str], now: float) -> tuple[float | None, float | None]:
@@ -121,7 +145,7 @@ def _group_index(request: web.Request) -> int | None:
 
 
 class TaskApi:
-    def __init__(self, sim: AimmsSim) -> None:
+    def __init__(self, sim: TaskHost) -> None:
         self.sim = sim
 
     def add_routes(self, app: web.Application) -> None:
