@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from sandbox.data import Record, guid_for
-from sandbox.imis_filter import format_local
-from sandbox.imis_records import (
+from sandbox.imis.filter import format_local
+from sandbox.imis.records import (
     ASI,
     SYSTEM_USER,
     Context,

@@ -11,10 +11,10 @@ import random
 from typing import Any
 
 from sandbox.data import Record
-from sandbox.imis_filter import parse_local
-from sandbox.imis_party import ChangeLogSpec, PartyDeleteLogSpec
-from sandbox.imis_records import Stamp, set_path, update_info
-from sandbox.imis_store import Table
+from sandbox.imis.filter import parse_local
+from sandbox.imis.party import ChangeLogSpec, PartyDeleteLogSpec
+from sandbox.imis.records import Stamp, set_path, update_info
+from sandbox.imis.store import Table
 
 Change = tuple[str, Any, Any]  # (property, old value, new value)
 _NOT_LOGGED = frozenset({"UpdatedOn", "CreatedOn", "_IsPerson"})

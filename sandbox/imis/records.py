@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from sandbox.data import Record, guid_for, index_of_guid
-from sandbox.imis_filter import FilterError, Kind, format_local, normalize, parse_local
+from sandbox.imis.filter import FilterError, Kind, format_local, normalize, parse_local
 
 M64 = (1 << 64) - 1
 ASI = "Asi.Soa.{}.DataContracts.{}, Asi.Contracts"

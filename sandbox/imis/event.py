@@ -10,9 +10,9 @@ import re
 from typing import Any
 
 from sandbox.data import Record
-from sandbox.imis_filter import format_local
-from sandbox.imis_party import PartySpec
-from sandbox.imis_records import (
+from sandbox.imis.filter import format_local
+from sandbox.imis.party import PartySpec
+from sandbox.imis.records import (
     ASI,
     GENERIC_PROPERTIES,
     Context,

@@ -10,8 +10,8 @@ Routes (as on a customer site, ``https://{site}/token`` and ``/api/{Entity}``):
 - ``GET|POST /api/{Entity}`` and ``GET|PUT|DELETE /api/{Entity}/{id}`` for Party, Person,
   Activity, Event, EventRegistration, GroupMember, PartyDeleteLog and ChangeLog (entity names
   in any case). Lists are ``PagedResult`` envelopes (``limit``/``offset``, ordered by id, or by
-  ``orderby=Prop [desc]``); every other query parameter is a filter (``sandbox.imis_filter``).
-  The handlers live in ``sandbox.imis_resource``.
+  ``orderby=Prop [desc]``); every other query parameter is a filter (``sandbox.imis.filter``).
+  The handlers live in ``sandbox.imis.resource``.
   A bearer token that is missing, unknown or expired → 401
   ``{"Message": "Authorization has been denied for this request."}``. Bodies must carry
   ``$type`` (missing or foreign → 400); a failed validation → 422 (``validation_status``)
@@ -68,21 +68,21 @@ from typing import Any
 from aiohttp import web
 
 from sandbox.app import SandboxOptions, VendorSim
-from sandbox.imis_auth import DENIED, TokenStore, bearer, grant, token_body
-from sandbox.imis_entities import ActivitySpec, GroupMemberSpec
-from sandbox.imis_event import EventRegistrationSpec, EventSpec
-from sandbox.imis_filter import Filter, FilterError, in_restore_window, local_ms
-from sandbox.imis_mutate import Journal, apply_mutation
-from sandbox.imis_party import (
+from sandbox.imis.auth import DENIED, TokenStore, bearer, grant, token_body
+from sandbox.imis.entities import ActivitySpec, GroupMemberSpec
+from sandbox.imis.event import EventRegistrationSpec, EventSpec
+from sandbox.imis.filter import Filter, FilterError, in_restore_window, local_ms
+from sandbox.imis.mutate import Journal, apply_mutation
+from sandbox.imis.party import (
     PERSON_TYPE,
     ChangeLogSpec,
     PartyDeleteLogSpec,
     PartySpec,
     is_person,
 )
-from sandbox.imis_records import SYSTEM_USER, Context, Stamp
-from sandbox.imis_resource import EntityApi, ImisError, View
-from sandbox.imis_store import Table
+from sandbox.imis.records import SYSTEM_USER, Context, Stamp
+from sandbox.imis.resource import EntityApi, ImisError, View
+from sandbox.imis.store import Table
 from sandbox.limits import LimitConfig
 
 DEMO_CREDENTIALS: dict[str, str] = {"username": "demo", "password": "demo-secret"}

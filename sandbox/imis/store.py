@@ -22,7 +22,7 @@ from collections.abc import Callable, Hashable, Iterator
 from typing import Any
 
 from sandbox.data import Dataset, Record, TouchFn
-from sandbox.imis_filter import (
+from sandbox.imis.filter import (
     RANGE_OPS,
     Filter,
     FilterError,
@@ -33,7 +33,7 @@ from sandbox.imis_filter import (
     infer_kind,
     normalize,
 )
-from sandbox.imis_records import EntitySpec, Field, extract, find_property
+from sandbox.imis.records import EntitySpec, Field, extract, find_property
 
 CACHE_ENTRIES = 32
 # (value of a stored row, value of a generated row, predicate)

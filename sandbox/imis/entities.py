@@ -1,7 +1,7 @@
 """The other iMIS contracts the sync needs: Activity, Event, EventRegistration, GroupMember.
 
 Activity and GroupMember are defined here; Event and EventRegistration live in
-``sandbox.imis_event`` and are re-exported. Shapes follow the Advsol Postman collection
+``sandbox.imis.event`` and are re-exported. Shapes follow the Advsol Postman collection
 (``GenericEntityData`` for Activity, ``GroupMemberData``). GroupMember carries
 ``UpdateInformation`` as Party does; Activity has no modification stamp (its
 ``TRANSACTION_DATE`` is when the activity happened), so a sync walks it in full.
@@ -12,10 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 from sandbox.data import Record
-from sandbox.imis_event import EventRegistrationSpec, EventSpec
-from sandbox.imis_filter import format_local
-from sandbox.imis_party import PartySpec, party_status
-from sandbox.imis_records import (
+from sandbox.imis.event import EventRegistrationSpec, EventSpec
+from sandbox.imis.filter import format_local
+from sandbox.imis.party import PartySpec, party_status
+from sandbox.imis.records import (
     ASI,
     GENERIC_PROPERTIES,
     GENERIC_PROPERTY,

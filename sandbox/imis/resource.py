@@ -2,21 +2,22 @@
 
 A :class:`View` is an entity as one URL serves it; :class:`EntityApi` lists (filters, paging,
 ``orderby`` and the ``flaky_updated_on`` fault), reads, validates and writes records, and
-journals every write. Errors end the request as :class:`ImisError`. See ``sandbox/imis.py``
-for the routes' documented behaviour and the settings they read.
+journals every write. Errors end the request as :class:`ImisError`. See
+``sandbox/imis/sim.py`` for the routes' documented behaviour and the settings they read.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from sandbox.data import Record
-from sandbox.imis_filter import (
+from sandbox.faults import Faults
+from sandbox.imis.filter import (
     Filter,
     date_only,
     paged_result,
@@ -24,12 +25,9 @@ from sandbox.imis_filter import (
     parse_orderby,
     parse_paging,
 )
-from sandbox.imis_mutate import diff
-from sandbox.imis_records import mix
-from sandbox.imis_store import Table
-
-if TYPE_CHECKING:
-    from sandbox.imis import ImisSim
+from sandbox.imis.mutate import Journal, diff
+from sandbox.imis.records import Stamp, mix
+from sandbox.imis.store import Table
 
 RESERVED = frozenset({"limit", "offset", "orderby"})
 _CORE = "Asi.Soa.Core.DataContracts."
@@ -63,10 +61,30 @@ class View:
         return {**record, "$type": self.item_type}
 
 
+class EntityHost(Protocol):
+    """What the entity handlers use of their simulator (an :class:`~sandbox.imis.sim.ImisSim`)."""
+
+    @property
+    def settings(self) -> Mapping[str, Any]: ...
+
+    @property
+    def faults(self) -> Faults: ...
+
+    @property
+    def views(self) -> Mapping[str, View]: ...
+
+    @property
+    def journal(self) -> Journal: ...
+
+    def now_ms(self) -> int: ...
+
+    def stamp(self, user: str) -> Stamp: ...
+
+
 class EntityApi:
     """The handlers behind ``/api/{Entity}`` and ``/api/{Entity}/{id}``."""
 
-    def __init__(self, sim: ImisSim) -> None:
+    def __init__(self, sim: EntityHost) -> None:
         self.sim = sim
 
     def _view(self, request: web.Request) -> View:
