@@ -1,4 +1,4 @@
-"""Aqua job status and reruns: the ``/jobsmanagement`` routes (see ``sandbox/aqua.py``).
+"""Aqua job status and reruns: the ``/jobsmanagement`` routes (see ``sandbox/aqua/sim.py``).
 
 Lists are OData pages of ``ODATA_PAGE_SIZE`` background-job objects (``@odata.nextLink`` to
 the next); a caller sees only the live jobs of their own company.
@@ -6,25 +6,44 @@ the next); a caller sees only the live jobs of their own company.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 from aiohttp import web
 
-from sandbox.aqua_auth import Token
-from sandbox.aqua_config import AquaError
-from sandbox.aqua_jobs import Job, create_response, job_record, parse_job_filter
-from sandbox.aqua_output import first_row_bytes
-
-if TYPE_CHECKING:
-    from sandbox.aqua import AquaSim
+from sandbox.aqua.auth import Token, User
+from sandbox.aqua.config import AquaError
+from sandbox.aqua.jobs import Job, Phase, create_response, job_record, parse_job_filter
+from sandbox.aqua.output import first_row_bytes
 
 ODATA_PAGE_SIZE = 100
+
+
+class StatusHost(Protocol):
+    """What the status and rerun handlers use of an :class:`~sandbox.aqua.sim.AquaSim`."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def settings(self) -> Mapping[str, Any]: ...
+
+    @property
+    def jobs(self) -> Mapping[str, Job]: ...
+
+    def caller(self, request: web.Request) -> Token: ...
+
+    def find_job(self, job_id: str, caller: Token) -> Job | None: ...
+
+    def phase(self, job: Job) -> Phase: ...
+
+    def queue(self, job: Job, by: User) -> None: ...
 
 
 class StatusApi:
     """Job status (the OData list, the seed's POST form, one object) and reruns."""
 
-    def __init__(self, sim: AquaSim) -> None:
+    def __init__(self, sim: StatusHost) -> None:
         self.sim = sim
 
     def _record(self, job: Job) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Measure a large Aqua CSV export end to end: ``python -m sandbox.aqua_rss N``.
+"""Measure a large Aqua CSV export end to end: ``python -m sandbox.aqua.rss N``.
 
 Starts the sandbox in this process with N records, exports the "All orders" view as CSV,
 waits for the job, downloads the publish link over HTTP counting rows as they arrive, and
@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 
 from sandbox.app import SandboxOptions
-from sandbox.aqua import DEMO_CREDENTIALS
+from sandbox.aqua.sim import DEMO_CREDENTIALS
 from sandbox.server import start_sandbox
 
 READ_CHUNK_BYTES = 256 * 1024

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sandbox.aqua_data import SOURCES, AquaDataset, Source, find_source, iso_ms, touch_fn
+from sandbox.aqua.data import SOURCES, AquaDataset, Source, find_source, iso_ms, touch_fn
 
 
 def mutate_source(

@@ -16,8 +16,8 @@ Routes (under ``/aqua``):
 Every path but Public publish links needs ``Authorization: Bearer``. Jobs are visible to
 every user of the creator's company. A job reads its data when it is (re)queued and
 publishes it when it completes; a rerun reads the data again, so mutations show up.
-Status and rerun handlers live in ``sandbox.aqua_status``, downloads in
-``sandbox.aqua_download``; the setting defaults below are ``sandbox.aqua_config.DEFAULTS``.
+Status and rerun handlers live in ``sandbox.aqua.status``, downloads in
+``sandbox.aqua.download``; the setting defaults below are ``sandbox.aqua.config.DEFAULTS``.
 
 Settings (``SandboxOptions.vendors["aqua"]``), [ASSUMPTION] items of docs/vendor-apis.md §2:
 - ``token_lifetime_s`` (86399): ``expires_in`` of a token; tokens die on the clock. [ASSUMPTION]
@@ -55,11 +55,11 @@ from typing import Any
 from aiohttp import web
 
 from sandbox.app import SandboxOptions, VendorSim
-from sandbox.aqua_auth import Accounts, Token, User
-from sandbox.aqua_config import AquaError, fault_rate, resolve_settings
-from sandbox.aqua_data import SOURCES, AquaDataset, Source, find_source, new_dataset
-from sandbox.aqua_download import DownloadApi
-from sandbox.aqua_jobs import (
+from sandbox.aqua.auth import Accounts, Token, User
+from sandbox.aqua.config import AquaError, fault_rate, resolve_settings
+from sandbox.aqua.data import SOURCES, AquaDataset, Source, find_source, new_dataset
+from sandbox.aqua.download import DownloadApi
+from sandbox.aqua.jobs import (
     COMPLETED,
     FORMATS,
     SCOPES,
@@ -71,8 +71,8 @@ from sandbox.aqua_jobs import (
     lower_keys,
     pick,
 )
-from sandbox.aqua_mutate import mutate_source
-from sandbox.aqua_status import StatusApi
+from sandbox.aqua.mutate import mutate_source
+from sandbox.aqua.status import StatusApi
 from sandbox.limits import LimitConfig
 
 DEMO_CREDENTIALS: dict[str, str] = {
@@ -284,7 +284,7 @@ class AquaSim(VendorSim):
 
     # --- mutation API -------------------------------------------------------------------------
     async def mutate(self, body: dict[str, Any]) -> dict[str, Any]:
-        """See :func:`sandbox.aqua_mutate.mutate_source`; the next (re)run sees the edits."""
+        """See :func:`sandbox.aqua.mutate.mutate_source`; the next (re)run sees the edits."""
         return mutate_source(self.data, body, self.clock.now)
 
 

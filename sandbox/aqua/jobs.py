@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from sandbox.aqua_auth import User
-from sandbox.aqua_data import AquaDataset, Source, iso_ms
+from sandbox.aqua.auth import User
+from sandbox.aqua.data import AquaDataset, Source, iso_ms
 
 QUEUED, INPROGRESS, COMPLETED, FAILED = "Queued", "Inprogress", "Completed", "Failed"
 SCOPES = ("Public", "Private", "PeopleInOrganization")

@@ -3,20 +3,22 @@
 Who may fetch a job's file depends on its scope (Public: the link itself; Private: its
 creator; PeopleInOrganization: the creator's company). What a link serves before its run
 completes follows ``link_before_complete``; the file is streamed in chunks and may be cut
-short by the truncation faults. See ``sandbox/aqua.py`` for the settings.
+short by the truncation faults. See ``sandbox/aqua/sim.py`` for the settings.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 from aiohttp import web
 
-from sandbox.aqua_config import AquaError, fault_rate
-from sandbox.aqua_data import AquaDataset, view_rows
-from sandbox.aqua_jobs import COMPLETED, Job
-from sandbox.aqua_output import (
+from sandbox.aqua.auth import Token
+from sandbox.aqua.config import AquaError, fault_rate
+from sandbox.aqua.data import AquaDataset, view_rows
+from sandbox.aqua.jobs import COMPLETED, Job, Phase
+from sandbox.aqua.output import (
     content_headers,
     csv_chunks,
     file_chunks,
@@ -25,15 +27,36 @@ from sandbox.aqua_output import (
     send_chunks,
     write_xlsx,
 )
+from sandbox.faults import Faults
+from sandbox.stats import VendorStats
 
-if TYPE_CHECKING:
-    from sandbox.aqua import AquaSim
+
+class DownloadHost(Protocol):
+    """What the downloads use of their simulator (an :class:`~sandbox.aqua.sim.AquaSim`)."""
+
+    @property
+    def settings(self) -> Mapping[str, Any]: ...
+
+    @property
+    def faults(self) -> Faults: ...
+
+    @property
+    def stats(self) -> VendorStats: ...
+
+    @property
+    def doc_jobs(self) -> Mapping[str, str]: ...
+
+    def caller(self, request: web.Request) -> Token: ...
+
+    def live_job(self, job_id: str) -> Job | None: ...
+
+    def phase(self, job: Job) -> Phase: ...
 
 
 class DownloadApi:
     """Serves a job's export file at its publish link."""
 
-    def __init__(self, sim: AquaSim) -> None:
+    def __init__(self, sim: DownloadHost) -> None:
         self.sim = sim
 
     async def download(self, request: web.Request) -> web.StreamResponse:

@@ -1,6 +1,6 @@
 """Settings, fault switches and the error type of the Aqua simulator.
 
-The settings are documented in ``sandbox/aqua.py``; ``resolve_settings`` applies them over
+The settings are documented in ``sandbox/aqua/sim.py``; ``resolve_settings`` applies them over
 ``DEFAULTS`` and refuses unknown keys or values.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sandbox.aqua_auth import DEFAULT_CLIENTS, DEFAULT_USERS
+from sandbox.aqua.auth import DEFAULT_CLIENTS, DEFAULT_USERS
 
 DEFAULTS: dict[str, Any] = {
     "token_lifetime_s": 86399,
