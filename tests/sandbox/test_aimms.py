@@ -15,9 +15,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from sandbox.aimms_hooks import hook_call_url
-from sandbox.aimms_model import DEMO_USER_ID, effective_authorization
-from sandbox.aimms_schedule import iso, parse_duration_s, parse_schedule_for
+from sandbox.aimms.hooks import hook_call_url
+from sandbox.aimms.model import DEMO_USER_ID, effective_authorization
+from sandbox.aimms.schedule import iso, parse_duration_s, parse_schedule_for
 from sandbox.app import SandboxOptions
 from sandbox.clock import FakeClock
 from sandbox.server import RunningSandbox

@@ -12,9 +12,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from sandbox.aimsio import AimsioSim, parse_basic
-from sandbox.aimsio_rows import row_errors
-from sandbox.aimsio_schema import SPECS, index_from_key, parse_path, resolve_entity
+from sandbox.aimsio.rows import row_errors
+from sandbox.aimsio.schema import SPECS, index_from_key, parse_path, resolve_entity
+from sandbox.aimsio.sim import AimsioSim, parse_basic
 from sandbox.app import SandboxOptions
 from sandbox.clock import FakeClock
 from sandbox.server import RunningSandbox

@@ -16,9 +16,9 @@ import openpyxl
 import pytest
 from yarl import URL
 
-from sandbox.aqua import DEMO_CREDENTIALS, EXAMPLE_PATH, SIM
-from sandbox.aqua_data import SOURCES
-from sandbox.aqua_jobs import job_phase, parse_job_filter
+from sandbox.aqua.data import SOURCES
+from sandbox.aqua.jobs import job_phase, parse_job_filter
+from sandbox.aqua.sim import DEMO_CREDENTIALS, EXAMPLE_PATH, SIM
 from sandbox.clock import FakeClock
 from sandbox.server import RunningSandbox
 

@@ -15,8 +15,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sandbox.clock import FakeClock
-from sandbox.imis_entities import ActivitySpec, EventRegistrationSpec, EventSpec, GroupMemberSpec
-from sandbox.imis_filter import (
+from sandbox.imis.entities import ActivitySpec, EventRegistrationSpec, EventSpec, GroupMemberSpec
+from sandbox.imis.filter import (
     FilterError,
     format_local,
     in_restore_window,
@@ -26,8 +26,8 @@ from sandbox.imis_filter import (
     parse_orderby,
     parse_paging,
 )
-from sandbox.imis_party import ChangeLogSpec, PartySpec
-from sandbox.imis_records import Context, EntitySpec
+from sandbox.imis.party import ChangeLogSpec, PartySpec
+from sandbox.imis.records import Context, EntitySpec
 
 DAY_S = 86_400
 JAN_2 = 1_767_225_600 + DAY_S  # 2026-01-02T00:00:00Z
