@@ -172,6 +172,10 @@ class AimsioConnector(Connector):
     vendor = "aimsio"
     stream_specs = tuple(StreamSpec(e, "guid|id", "updatedAt") for e in ENTITIES)
     push_entities = tuple(PUSH_ENTITIES)
+    # "If the queue takes longer than 5 seconds to return the call, the request will
+    # timeout": a call may wait 5 s in the queue, then be worked on (processing time is
+    # not documented; we allow it our own timeout_s).
+    vendor_queue_timeout_s = 5.0
 
     async def pull(self, ctx: StreamContext) -> AsyncIterator[Batch]:
         entity = self.spec(ctx.stream).name
