@@ -12,8 +12,8 @@ A second run over unchanged data costs one list call per entity and writes nothi
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +25,7 @@ from service.connectors.base import (
     StreamContext,
     StreamSpec,
 )
+from service.connectors.fetch import bounded_fetch
 from service.errors import ParseError, RequestRejected
 from service.models import JSON, Batch, Record
 
@@ -217,48 +218,19 @@ class AimsioConnector(Connector):
         return parse_stubs(entity, listing.json())
 
     async def fetch_records(self, entity: str, todo: list[Stub]) -> AsyncIterator[Record | str]:
-        """GET-one for each stub through a small worker pool; yields as results arrive
+        """GET-one for each stub, ``max_parallel`` at a time; yields as results arrive
         (a key instead of a record when the object vanished since the listing).
 
         The pool only keeps the limiter fed (it never exceeds the vendor's parallel cap);
-        the limiter alone decides the pace.
+        the limiter alone decides the pace. Closing this generator (or cancelling its
+        consumer) cancels and awaits every fetch still running.
         """
-        if not todo:
-            return
-        queue: asyncio.Queue[Stub] = asyncio.Queue()
-        for stub in todo:
-            queue.put_nowait(stub)
-        results: asyncio.Queue[Record | str | BaseException] = asyncio.Queue(
-            maxsize=self.settings.max_parallel * 4
+        fetches = bounded_fetch(
+            todo, functools.partial(self._fetch_one, entity), self.settings.max_parallel
         )
-
-        async def worker() -> None:
-            while True:
-                try:
-                    stub = queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    return
-                try:
-                    await results.put(await self._fetch_one(entity, stub))
-                except BaseException as exc:
-                    await results.put(exc)
-                    return
-
-        workers = [
-            asyncio.create_task(worker()) for _ in range(min(self.settings.max_parallel, len(todo)))
-        ]
-        try:
-            for _ in range(len(todo)):
-                item = await results.get()
-                if isinstance(item, BaseException):
-                    raise item
+        async with contextlib.aclosing(fetches):
+            async for item in fetches:
                 yield item
-        finally:
-            for task in workers:
-                task.cancel()
-            for task in workers:
-                with contextlib.suppress(BaseException):
-                    await task
 
     async def _fetch_one(self, entity: str, stub: Stub) -> Record | str:
         try:
