@@ -12,9 +12,9 @@ A second run over unchanged data costs one list call per entity and writes nothi
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterable
+import functools
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +27,7 @@ from service.connectors.base import (
     field_value,
 )
 from service.connectors.checkpoint import epoch_ms, rereads
+from service.connectors.fetch import bounded_fetch
 from service.errors import ParseError, RequestRejected
 from service.models import JSON, Batch, Record
 
@@ -184,6 +185,10 @@ class AimsioConnector(Connector):
         StreamSpec(e, KEY_FIELD, CURSOR_FIELD, full_every_s=EMBEDS_OTHERS.get(e)) for e in ENTITIES
     )
     push_entities = tuple(PUSH_ENTITIES)
+    # "If the queue takes longer than 5 seconds to return the call, the request will
+    # timeout": a call may wait 5 s in the queue, then be worked on (processing time is
+    # not documented; we allow it our own timeout_s).
+    vendor_queue_timeout_s = 5.0
 
     async def pull(self, ctx: StreamContext) -> AsyncIterator[Batch]:
         entity = self.spec(ctx.stream).name
@@ -203,15 +208,16 @@ class AimsioConnector(Connector):
         ctx.expect(len(todo))
         pending: list[Record] = []
         gone: list[str] = []
-        async for record in self.fetch_records(entity, todo):
-            if isinstance(record, str):
-                gone.append(record)  # vanished between listing and fetch
-                continue
-            pending.append(record)
-            ctx.advance(1)
-            if len(pending) >= ctx.batch_size:
-                yield Batch(records=pending, deleted_keys=gone)
-                pending, gone = [], []
+        async with contextlib.aclosing(self.fetch_records(entity, todo)) as records:
+            async for record in records:
+                if isinstance(record, str):
+                    gone.append(record)  # vanished between listing and fetch
+                    continue
+                pending.append(record)
+                ctx.advance(1)
+                if len(pending) >= ctx.batch_size:
+                    yield Batch(records=pending, deleted_keys=gone)
+                    pending, gone = [], []
         yield Batch(
             records=pending,
             state=state,
@@ -225,49 +231,22 @@ class AimsioConnector(Connector):
         listing = await self.client.request("GET", f"{API}/{entity}", expect_json=True)
         return parse_stubs(entity, listing.json())
 
-    async def fetch_records(self, entity: str, todo: list[Stub]) -> AsyncIterator[Record | str]:
-        """GET-one for each stub through a small worker pool; yields as results arrive
+    async def fetch_records(
+        self, entity: str, todo: list[Stub]
+    ) -> AsyncGenerator[Record | str, None]:
+        """GET-one for each stub, ``max_parallel`` at a time; yields as results arrive
         (a key instead of a record when the object vanished since the listing).
 
         The pool only keeps the limiter fed (it never exceeds the vendor's parallel cap);
-        the limiter alone decides the pace.
+        the limiter alone decides the pace. Closing this generator (or cancelling its
+        consumer) cancels and awaits every fetch still running.
         """
-        if not todo:
-            return
-        queue: asyncio.Queue[Stub] = asyncio.Queue()
-        for stub in todo:
-            queue.put_nowait(stub)
-        results: asyncio.Queue[Record | str | BaseException] = asyncio.Queue(
-            maxsize=self.settings.max_parallel * 4
+        fetches = bounded_fetch(
+            todo, functools.partial(self._fetch_one, entity), self.settings.max_parallel
         )
-
-        async def worker() -> None:
-            while True:
-                try:
-                    stub = queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    return
-                try:
-                    await results.put(await self._fetch_one(entity, stub))
-                except BaseException as exc:
-                    await results.put(exc)
-                    return
-
-        workers = [
-            asyncio.create_task(worker()) for _ in range(min(self.settings.max_parallel, len(todo)))
-        ]
-        try:
-            for _ in range(len(todo)):
-                item = await results.get()
-                if isinstance(item, BaseException):
-                    raise item
+        async with contextlib.aclosing(fetches):
+            async for item in fetches:
                 yield item
-        finally:
-            for task in workers:
-                task.cancel()
-            for task in workers:
-                with contextlib.suppress(BaseException):
-                    await task
 
     async def _fetch_one(self, entity: str, stub: Stub) -> Record | str:
         try:

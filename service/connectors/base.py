@@ -115,6 +115,10 @@ class Connector:
     stream_specs: ClassVar[tuple[StreamSpec, ...]] = ()
     push_entities: ClassVar[tuple[str, ...]] = ()
     stream_options: ClassVar[type[BaseModel] | None] = None
+    # How long the vendor may queue a call before working on it (then it times the call
+    # out). A call we abandon holds its parallel slot until ``timeout_s`` plus this after
+    # it was sent, unless the connection configures ``vendor_timeout_s``.
+    vendor_queue_timeout_s: ClassVar[float] = 0.0
 
     def __init__(self, settings: VendorSettings, client: VendorClient) -> None:
         self.settings = settings

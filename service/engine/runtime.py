@@ -159,6 +159,11 @@ class Runtime:
             settings.rate_per_s,
             safety_margin=RATE_SAFETY_MARGIN,
         )
+        self._stack.push_async_callback(limiter.aclose)  # its timers of abandoned slots
+        # Until when an abandoned call may still run at the vendor (after its send).
+        vendor_timeout_s = settings.vendor_timeout_s
+        if vendor_timeout_s is None:
+            vendor_timeout_s = settings.timeout_s + cls.vendor_queue_timeout_s
         retry = RetryPolicy(
             max_attempts=settings.retry.max_attempts,
             base_s=settings.retry.base_s,
@@ -173,6 +178,7 @@ class Runtime:
             retry=retry,
             timeout_s=settings.timeout_s,
             connect_timeout_s=settings.connect_timeout_s,
+            vendor_timeout_s=vendor_timeout_s,
         )
         connector = cls(settings, client)
         client.auth = connector.make_auth()

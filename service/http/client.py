@@ -128,6 +128,11 @@ class HttpClient:
         await self.aclose()
 
     @property
+    def traces_sends(self) -> bool:
+        """Whether grants learn when their request really left (our session's trace)."""
+        return self._owns_session
+
+    @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
             raise RuntimeError("HttpClient is not started; use `async with` or start()")
@@ -145,8 +150,13 @@ class HttpClient:
         timeout_s: float = 60.0,
         connect_timeout_s: float = 10.0,
         default_headers: Mapping[str, str] | None = None,
+        vendor_timeout_s: float | None = None,
     ) -> VendorClient:
-        """Add a vendor; its limiter must be the one shared by all its streams."""
+        """Add a vendor; its limiter must be the one shared by all its streams.
+
+        ``vendor_timeout_s`` (default ``timeout_s``): how long after sending the vendor
+        may keep working on a request we abandoned, holding one of its parallel slots.
+        """
         if vendor in self._vendors:
             raise ConfigError(f"vendor {vendor!r} is already registered", key=vendor)
         try:
@@ -165,8 +175,11 @@ class HttpClient:
             timeout_s=timeout_s,
             connect_timeout_s=connect_timeout_s,
             default_headers=dict(default_headers or {}),
+            vendor_timeout_s=vendor_timeout_s,
         )
         self._vendors[vendor] = client
+        if self.metrics is not None:
+            self.metrics.watch_limiter(vendor, limiter)
         if self._connector_limit is not None and self.pool_size() > self._connector_limit:
             log.warning(
                 "http.pool_smaller_than_parallelism",

@@ -1,30 +1,26 @@
 """VendorLimiter: the one place a vendor's parallelism and request rate are enforced.
 
-``asyncio_throttle.Throttler`` (1.0.2) keeps a log of grant times and lets a caller in
-while fewer than ``rate_limit`` grants lie within the last ``period`` seconds: a sliding
-window, so no window of ``period`` ever holds more than ``rate_limit`` grants. Its
-weaknesses are wrapped here rather than replaced:
+A slot is, in this order: a parallel slot (FIFO semaphore), then the pause and fence
+(vendor-wide holds), then a rate token. The token is stamped immediately before the
+request goes out; taking a token and then queueing on the semaphore would let tokens of
+one window be spent together in the next, and the vendor would see a burst above its cap.
 
-* every waiter polls ``asyncio.sleep(retry_interval)`` on its own and whoever wakes first
-  wins, so it is neither FIFO nor cheap with many waiters. A FIFO ``asyncio.Lock`` in
-  front of ``acquire()`` lets exactly one task wait on it; the rest queue on the lock.
-* polling makes every grant late by up to ``retry_interval``, which costs throughput.
-  The gate holder first sleeps until the oldest logged grant leaves the window (read
-  from the throttler's log), so ``acquire()`` then succeeds without polling.
-* it reads ``time.monotonic()`` itself, so its clock cannot be injected; tests of the
-  rate use real time with small numbers. Pauses use the injected clock and sleep.
+Rate: a sliding log of the newest ``burst`` token stamps; a token is due once the oldest
+of them is ``throttle_period_s`` old. Bursts are smoothed: a limit of L per period is
+enforced as ``burst`` per ``period * burst / L`` (``burst`` divides L, about L/10 by
+default). Any window of ``period`` splits into L/burst sub-windows, so it still holds at
+most L, but the L requests of a window no longer leave together (a simultaneous burst
+opens many cold connections whose setup delays the first arrivals, and the next, warm
+window then lands closer to them than the margin allows). ``burst=L`` gives plain windows.
 
-Bursts are smoothed: a limit of L per period is enforced as ``burst`` per
-``period * burst / L`` (``burst`` divides L, about L/10 by default). Every window of
-``period`` still holds at most L, but the L requests of a window no longer leave
-together; a simultaneous burst opens many cold connections whose setup delays the
-first arrivals, and the next, warm window then lands closer to them than the margin
-allows (seen in tests). ``burst=L`` restores plain windows.
+Only the task at the head of a FIFO gate waits for a token, pause or fence, and it sleeps
+exactly until the moment it can go: no polling. Every read of time goes through the
+injected ``clock`` and every wait through the injected ``sleep``.
 
-Order inside ``slot()`` matters: semaphore, then pause, then throttle, so the throttle's
-timestamp is taken immediately before the request goes out. Taking a throttle token and
-then queueing on the semaphore (or a pause) would let tokens from one window be spent
-together in the next, and the server would see a burst above the cap.
+Abandoned requests: a request we gave up on (our timeout, a connection we dropped) may
+still run at the vendor, and the vendor counts it against its parallel cap. The client
+calls ``Grant.abandon(hold_s)``; the parallel slot then stays taken until ``hold_s``
+after the request was sent, released by a timer task the limiter owns (``aclose()``).
 """
 
 from __future__ import annotations
@@ -35,15 +31,13 @@ import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import Any
-
-from asyncio_throttle import Throttler
+from types import TracebackType
+from typing import Any, Self
 
 Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[Any]]
 REDATE_ALLOWANCE_S = 0.005
 ON_SCHEDULE_S = 0.001
-Sleep = Callable[[float], Awaitable[Any]]
 
 
 def default_burst(limit: int) -> int:
@@ -52,32 +46,54 @@ def default_burst(limit: int) -> int:
     return next(b for b in range(cap, 0, -1) if limit % b == 0)
 
 
-@dataclass(frozen=True, slots=True)
 class Grant:
-    """What ``slot()`` yields: how long this caller waited for it.
+    """What ``slot()`` yields: when the slot was granted and how long the caller waited.
 
     Call ``sent()`` when the request has actually left (its headers are written): the
     rate token is then re-dated to that moment, so a delay between grant and send (a
     busy event loop, a slow connection setup) cannot bunch requests up at the vendor.
+    Call ``abandon(hold_s)`` when we give up on a request the vendor may still be
+    working on: its parallel slot stays taken until ``hold_s`` after it was sent.
     """
 
-    wait_s: float
-    granted_at: float
-    on_sent: Callable[[], None] | None = None
+    __slots__ = ("_limiter", "granted_at", "hold_s", "sent_at", "stamp", "wait_s")
+
+    def __init__(
+        self, limiter: VendorLimiter | None, wait_s: float, granted_at: float, stamp: float
+    ) -> None:
+        self._limiter = limiter
+        self.wait_s = wait_s
+        self.granted_at = granted_at
+        self.stamp = stamp  # this request's entry in the rate log
+        self.sent_at: float | None = None
+        self.hold_s: float | None = None
 
     def sent(self) -> None:
-        if self.on_sent is not None:
-            self.on_sent()
+        if self._limiter is not None:
+            self._limiter._sent(self)
+
+    def abandon(self, hold_s: float) -> None:
+        self.hold_s = max(hold_s, self.hold_s or 0.0)
+
+    def release_at(self) -> float | None:
+        """When an abandoned request's slot frees (None: not abandoned)."""
+        if self.hold_s is None:
+            return None
+        start = self.sent_at if self.sent_at is not None else self.granted_at
+        return start + self.hold_s
 
 
 class VendorLimiter:
-    """Semaphore(max_parallel) + sliding-window rate limit + vendor-wide pause.
+    """Semaphore(max_parallel) + sliding-window rate limit + vendor-wide pause and fence.
 
     ``async with limiter.slot():`` around one HTTP exchange (request sent → body read).
     No window of ``period_s`` sees more than ``floor(rate_per_s * period_s)`` slot starts
     (at least one; a rate below one per period stretches the period instead), released
     ``burst`` at a time. The period is stretched by ``safety_margin`` because the server
     counts arrivals, and wire jitter must not squeeze one more into its window.
+
+    Owns the timers of abandoned slots: ``await limiter.aclose()`` (or ``async with``)
+    when done with it.
     """
 
     def __init__(
@@ -91,7 +107,6 @@ class VendorLimiter:
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         burst: int | None = None,
-        poll_s: float = 0.005,
     ) -> None:
         if max_parallel < 1:
             raise ValueError("max_parallel must be >= 1")
@@ -112,19 +127,21 @@ class VendorLimiter:
         self._clock = clock
         self._sleep = sleep
         self._sem = asyncio.Semaphore(max_parallel)
-        self._gate = asyncio.Lock()  # FIFO; only its holder waits on the throttler
-        self._throttler = Throttler(
-            rate_limit=self.burst, period=self.throttle_period_s, retry_interval=poll_s
-        )
+        self._gate = asyncio.Lock()  # FIFO; only its holder waits for token/pause/fence
+        self._stamps: list[float] = []  # the newest `burst` token stamps, ascending
         self._paused_until = -math.inf
         self._unfenced = asyncio.Event()
         self._unfenced.set()
+        self._timers: set[asyncio.Task[None]] = set()
+        self._closed = False
         self.fence_reason: str | None = None
         self.slots_granted = 0
         self.wait_total_s = 0.0
         self.wait_max_s = 0.0
         self.in_flight = 0
-        self.peak_in_flight = 0
+        self.held = 0  # slots of abandoned requests the vendor may still be working on
+        self.abandoned = 0
+        self.peak_in_flight = 0  # in flight + held: what the vendor may see at once
         self.pauses = 0
 
     def __repr__(self) -> str:
@@ -133,6 +150,7 @@ class VendorLimiter:
             f"rate={self.rate_limit}/{self.period_s:.3f}s, burst={self.burst})"
         )
 
+    # vendor-wide holds -------------------------------------------------------------------
     def pause(self, seconds: float) -> None:
         """Hold every new slot of this vendor for ``seconds``; a longer pause extends it.
 
@@ -164,98 +182,128 @@ class VendorLimiter:
         """Seconds left in the current pause (0.0 when not paused)."""
         return max(0.0, self._paused_until - self._clock())
 
-    async def _wait_pause(self) -> None:
+    # rate log ----------------------------------------------------------------------------
+    def _token_due(self) -> float:
+        if len(self._stamps) < self.burst:
+            return -math.inf
+        return self._stamps[0] + self.throttle_period_s
+
+    def _log(self, stamp: float) -> None:
+        bisect.insort(self._stamps, stamp)
+        del self._stamps[: -self.burst]
+
+    async def _take_token(self) -> float:
+        """Wait (as the gate holder) until unfenced, unpaused and a token is due; log it.
+
+        Returns the token's stamp. A token that was waited for is stamped up to
+        ``ON_SCHEDULE_S`` before the (late) wake-up: timer wake-ups run about a
+        millisecond late, and logged as is every interval would grow by that much and the
+        rate fall short of the cap for nothing. Stamps never precede their due time, so
+        the log itself never holds more than ``burst`` per ``throttle_period_s``.
+        """
         while True:
             await self._unfenced.wait()
-            if (remaining := self._paused_until - self._clock()) <= 0:
-                return
-            await self._sleep(remaining)
+            now = self._clock()
+            due = self._token_due()
+            wait_s = max(due, self._paused_until) - now
+            if wait_s <= 0:
+                break
+            await self._sleep(wait_s)
+        stamp = now if due == -math.inf else max(due, now - ON_SCHEDULE_S, self._stamps[-1])
+        self._log(stamp)
+        return stamp
 
-    async def _until_token(self) -> float | None:
-        """Sleep until the throttler's oldest grant leaves its window (no polling).
-
-        Returns the moment the token became due (None when one was free at once). Reads
-        asyncio-throttle 1.0.2's log; without it, ``acquire()`` just polls.
-        """
-        log = getattr(self._throttler, "_task_logs", None)
-        if log is None or len(log) < self._throttler.rate_limit:
-            return None
-        due = log[0] + self._throttler.period
-        remaining = due - time.monotonic()
-        if remaining > 0:
-            await asyncio.sleep(remaining + 1e-4)  # it admits only when strictly older
-        return due
-
-    def _date_on_schedule(self, due: float | None) -> None:
-        """Log a waited-for token up to ``ON_SCHEDULE_S`` before the (late) wake-up.
-
-        Timer wake-ups run about a millisecond late; logged as is, every interval would
-        grow by that much and the rate fall short of the cap for nothing. Absorbing at
-        most ``ON_SCHEDULE_S`` keeps any span of k+1 starts at least k intervals minus
-        that once, far inside the safety margin.
-        """
-        log = getattr(self._throttler, "_task_logs", None)
-        if due is None or not log or log[-1] <= due:
-            return
-        floor = log[-2] if len(log) > 1 else due
-        log[-1] = max(due, floor, log[-1] - ON_SCHEDULE_S)
-
-    def _last_stamp(self) -> float | None:
-        log = getattr(self._throttler, "_task_logs", None)
-        return log[-1] if log else None
-
-    def _redate(self, stamp: float) -> None:
-        """Move a grant's entry in the throttle log to when it was really sent.
+    def _sent(self, grant: Grant) -> None:
+        """Move a grant's rate stamp to when it was really sent.
 
         Only the delay beyond ``REDATE_ALLOWANCE_S`` counts: the ordinary grant→send time
         (a millisecond or two) would otherwise be added to every interval and cost rate,
-        while a stall longer than that must not bunch requests up at the vendor. Any 11
-        sends then span at least ten intervals minus the allowance once (not per request).
-        An entry already out of the window needs nothing.
+        while a stall longer than that must not bunch requests up at the vendor. A stamp
+        already pushed out of the log by newer ones is logged again (conservative).
         """
-        log = getattr(self._throttler, "_task_logs", None)
-        if log is None:
+        now = self._clock()
+        if grant.sent_at is None:
+            grant.sent_at = now
+        redated = now - REDATE_ALLOWANCE_S
+        if redated <= grant.stamp:
             return
-        redated = time.monotonic() - REDATE_ALLOWANCE_S
-        if redated <= stamp:
-            return
-        try:
-            log.remove(stamp)
-        except ValueError:
-            return
-        bisect.insort(log, redated)
+        index = bisect.bisect_left(self._stamps, grant.stamp)
+        if index < len(self._stamps) and self._stamps[index] == grant.stamp:
+            del self._stamps[index]
+        grant.stamp = redated
+        self._log(redated)
 
+    # slots -------------------------------------------------------------------------------
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[Grant]:
         """Hold one parallel slot and one rate token for the duration of the block."""
         start = self._clock()
-        async with self._sem:
-            while True:
-                await self._wait_pause()
-                async with self._gate:
-                    due = await self._until_token()
-                    await self._throttler.acquire()
-                    self._date_on_schedule(due)
-                    stamp = self._last_stamp()
-                # A pause or fence that began while we queued on the throttle: the
-                # token is spent, but sending now would land in it; take a fresh one.
-                if self.paused_for_s() <= 0 and not self.fenced:
-                    break
-            granted = self._clock()
-            wait_s = granted - start
-            self.slots_granted += 1
-            self.wait_total_s += wait_s
-            self.wait_max_s = max(self.wait_max_s, wait_s)
-            self.in_flight += 1
-            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
-            try:
-                yield Grant(
-                    wait_s=wait_s,
-                    granted_at=granted,
-                    on_sent=None if stamp is None else lambda: self._redate(stamp),
-                )
-            finally:
-                self.in_flight -= 1
+        await self._sem.acquire()
+        try:
+            async with self._gate:
+                stamp = await self._take_token()
+        except BaseException:
+            self._sem.release()
+            raise
+        granted = self._clock()
+        wait_s = granted - start
+        self.slots_granted += 1
+        self.wait_total_s += wait_s
+        self.wait_max_s = max(self.wait_max_s, wait_s)
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight + self.held)
+        grant = Grant(self, wait_s, granted, stamp)
+        try:
+            yield grant
+        finally:
+            self.in_flight -= 1
+            self._end(grant)
+
+    def _end(self, grant: Grant) -> None:
+        until = grant.release_at()
+        if until is not None:
+            self.abandoned += 1
+        if until is None or until <= self._clock() or self._closed:
+            self._sem.release()
+            return
+        self.held += 1
+        timer = asyncio.get_running_loop().create_task(
+            self._hold(until), name=f"limiter {self.vendor}: abandoned slot"
+        )
+        self._timers.add(timer)
+        # A callback, not a `finally`: it also runs for a timer cancelled before it started.
+        timer.add_done_callback(self._release_held)
+
+    async def _hold(self, until: float) -> None:
+        while (left_s := until - self._clock()) > 0:
+            await self._sleep(left_s)
+
+    def _release_held(self, timer: asyncio.Task[None]) -> None:
+        self._timers.discard(timer)
+        self.held -= 1
+        self._sem.release()
+
+    # lifecycle ---------------------------------------------------------------------------
+    async def aclose(self) -> None:
+        """Cancel the timers of abandoned slots (their slots are freed); later
+        abandoned slots are freed at once. Idempotent."""
+        self._closed = True
+        timers = list(self._timers)
+        for timer in timers:
+            timer.cancel()
+        if timers:
+            await asyncio.wait(timers)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -269,7 +317,10 @@ class VendorLimiter:
             "wait_total_s": self.wait_total_s,
             "wait_max_s": self.wait_max_s,
             "in_flight": self.in_flight,
+            "held": self.held,
+            "abandoned": self.abandoned,
             "peak_in_flight": self.peak_in_flight,
             "pauses": self.pauses,
             "paused_for_s": self.paused_for_s(),
+            "fenced": self.fenced,
         }

@@ -13,12 +13,19 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 WAIT_BUCKETS_S = (0.0005, 0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0)
+
+
+class LimiterCounts(Protocol):
+    """What the gauges read from a limiter (``service.http.limiter.VendorLimiter``)."""
+
+    in_flight: int
+    held: int
 
 
 @dataclass
@@ -66,6 +73,7 @@ class RequestStats:
         self.by_status: TallyCounter[int] = TallyCounter()
         self.errors: TallyCounter[str] = TallyCounter()
         self.retries = 0
+        self.abandoned = 0
         self.rate_limited = 0
         self.latency_sum_s = 0.0
         self.latency_max_s = 0.0
@@ -107,6 +115,10 @@ class RequestStats:
     def record_retry(self) -> None:
         self.retries += 1
 
+    def record_abandoned(self) -> None:
+        """An attempt we gave up on after sending; the vendor may still be working on it."""
+        self.abandoned += 1
+
     def snapshot(self) -> dict[str, Any]:
         return {
             "vendor": self.vendor,
@@ -114,6 +126,7 @@ class RequestStats:
             "by_status": dict(sorted(self.by_status.items())),
             "errors": dict(sorted(self.errors.items())),
             "retries": self.retries,
+            "abandoned": self.abandoned,
             "rate_limited": self.rate_limited,
             "latency_sum_s": self.latency_sum_s,
             "latency_max_s": self.latency_max_s,
@@ -151,6 +164,30 @@ class HttpMetrics:
             buckets=WAIT_BUCKETS_S,
             registry=registry,
         )
+
+        self.abandoned = Counter(
+            "http_abandoned_requests",
+            "Attempts we gave up on after sending (timeout, cancellation); each keeps a "
+            "parallel slot until the vendor would have ended it.",
+            ["vendor"],
+            namespace=namespace,
+            registry=registry,
+        )
+        self.slots = Gauge(
+            "http_limiter_slots",
+            "Parallel slots taken now: in_flight (ours) or held (abandoned, vendor-side).",
+            ["vendor", "state"],
+            namespace=namespace,
+            registry=registry,
+        )
+
+    def watch_limiter(self, vendor: str, limiter: LimiterCounts) -> None:
+        """Read the limiter's slot counts at every scrape."""
+        self.slots.labels(vendor=vendor, state="in_flight").set_function(lambda: limiter.in_flight)
+        self.slots.labels(vendor=vendor, state="held").set_function(lambda: limiter.held)
+
+    def observe_abandoned(self, vendor: str) -> None:
+        self.abandoned.labels(vendor=vendor).inc()
 
     def observe_wait(self, vendor: str, wait_s: float) -> None:
         self.limiter_wait.labels(vendor=vendor).observe(wait_s)

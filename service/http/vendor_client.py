@@ -3,6 +3,11 @@
 Every attempt (first send, retries, and logins made through ``request(auth=False)``)
 runs inside the vendor's ``limiter.slot()``. Auth headers are obtained before taking
 the slot, so a login sharing the limiter cannot deadlock against its own caller.
+
+An attempt we abandon once sent (our timeout, a cancellation, a stream left before its
+end) is still running at the vendor: its limiter slot stays taken until
+``vendor_timeout_s`` after the send. One the vendor ended (reset, disconnect, truncated
+body) or that never connected frees its slot at once.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from service.errors import (
     VendorError,
 )
 from service.http.auth import Auth
-from service.http.limiter import VendorLimiter
+from service.http.limiter import Grant, VendorLimiter
 from service.http.metrics import RequestStats
 from service.http.response import Response, StreamContent, StreamResponse
 from service.http.retry import (
@@ -64,12 +69,32 @@ class _Exchange:
     url: str
     body: bytes  # the whole body, or for a stream the first chunk / an error excerpt
     sent_at: float | None = None
+    grant: Grant | None = None
     reader: aiohttp.StreamReader | None = None
     response: Response | None = None  # built (and JSON-checked) by _check
 
 
+def ended_by_us(exc: BaseException) -> bool:
+    """Whether an exchange that ended with ``exc`` may still be running at the vendor.
+
+    Timeouts and anything not from the wire (a cancellation, the caller's own error) mean
+    we dropped the connection; a reset, disconnect or truncated body means the vendor
+    ended it, and a connect timeout means it never reached the vendor.
+    """
+    cause = exc.__cause__ if isinstance(exc, VendorError) and exc.__cause__ else exc
+    if isinstance(cause, aiohttp.ConnectionTimeoutError):
+        return False
+    if isinstance(cause, TimeoutError):
+        return True
+    return not isinstance(cause, FOREIGN_ERRORS)
+
+
 class VendorClient:
-    """One vendor's view of the shared session: base URL, limiter, auth, retry policy."""
+    """One vendor's view of the shared session: base URL, limiter, auth, retry policy.
+
+    ``vendor_timeout_s`` (default ``timeout_s``): how long after sending the vendor may
+    keep working on an attempt we abandoned; its parallel slot stays taken until then.
+    """
 
     def __init__(
         self,
@@ -83,6 +108,7 @@ class VendorClient:
         timeout_s: float,
         connect_timeout_s: float,
         default_headers: dict[str, str],
+        vendor_timeout_s: float | None = None,
     ) -> None:
         self._owner = owner
         self.vendor = vendor
@@ -91,6 +117,7 @@ class VendorClient:
         self.auth = auth
         self.retry = retry
         self.default_headers = default_headers
+        self.vendor_timeout_s = vendor_timeout_s if vendor_timeout_s is not None else timeout_s
         self.timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=connect_timeout_s)
         # Large downloads: no total bound, but every socket read must make progress.
         self.stream_timeout = aiohttp.ClientTimeout(
@@ -181,6 +208,13 @@ class VendorClient:
             content = StreamContent(ex.reader, ex.body, partial(self._stream_failed, ex))
             try:
                 yield StreamResponse(ex.status, ex.headers, ex.url, content, vendor=self.vendor)
+            except BaseException as exc:
+                if not ex.reader.at_eof() and ended_by_us(exc):
+                    self._abandon(ex)
+                raise
+            else:
+                if not ex.reader.at_eof():  # left early: we close, the vendor may go on
+                    self._abandon(ex)
             finally:
                 self._finished(ex, status=ex.status)
 
@@ -195,6 +229,18 @@ class VendorClient:
         if self._owner.metrics is not None:
             outcome = str(status) if status is not None else "error"
             self._owner.metrics.observe_outcome(self.vendor, outcome, latency_s)
+
+    def _abandon(self, ex: _Exchange) -> None:
+        """Keep the attempt's parallel slot until the vendor would have ended it."""
+        grant = ex.grant
+        if grant is None or grant.hold_s is not None:
+            return
+        if grant.sent_at is None and self._owner.traces_sends:
+            return  # its headers never left: the vendor has nothing to work on
+        grant.abandon(self.vendor_timeout_s)
+        self.stats.record_abandoned()
+        if self._owner.metrics is not None:
+            self._owner.metrics.observe_abandoned(self.vendor)
 
     def _stream_failed(self, ex: _Exchange, exc: BaseException) -> VendorError:
         self.stats.errors[type(exc).__name__] += 1
@@ -216,8 +262,10 @@ class VendorClient:
         """One send inside a limiter slot, filling in ``ex``. The slot (and, for streams,
         the response) stays on ``stack``; aiohttp errors leave here translated."""
         grant = await stack.enter_async_context(self.limiter.slot())
+        ex.grant = grant
         ex.sent_at = self._owner.clock()
-        self.stats.record_send(wait_s=grant.wait_s, in_flight=self.limiter.in_flight)
+        in_flight = self.limiter.in_flight + self.limiter.held
+        self.stats.record_send(wait_s=grant.wait_s, in_flight=in_flight)
         if self._owner.metrics is not None:
             self._owner.metrics.observe_wait(self.vendor, grant.wait_s)
         try:
@@ -240,8 +288,13 @@ class VendorClient:
             else:
                 ex.body = await resp.content.read(EXCERPT_CHARS * 4)
         except FOREIGN_ERRORS as exc:
+            if ended_by_us(exc):
+                self._abandon(ex)
             self._finished(ex, error=type(exc).__name__)
             raise translate_error(exc, vendor=self.vendor, url=ex.url) from exc
+        except BaseException:
+            self._abandon(ex)  # cancelled mid-exchange: we drop the connection
+            raise
         if not (streaming and ex.reader is not None):
             self._finished(ex, status=ex.status)
 

@@ -112,7 +112,8 @@ async def vendor(
     http: HttpClient, server: Server, max_parallel: int, rate_per_s: float, **kw: object
 ) -> VendorClient:
     limiter = VendorLimiter("live", max_parallel, rate_per_s)
-    return http.register("live", server.url, limiter=limiter, retry=FAST_RETRY, **kw)  # type: ignore[arg-type]
+    kw.setdefault("retry", FAST_RETRY)
+    return http.register("live", server.url, limiter=limiter, **kw)  # type: ignore[arg-type]
 
 
 async def test_limiter_holds_under_30_concurrent_callers(server: Server) -> None:
@@ -211,3 +212,62 @@ async def test_stream_reads_large_body_in_bounded_chunks(server: Server) -> None
                 biggest = max(biggest, len(chunk))
     assert total == 8 * (1 << 20)
     assert biggest <= 1 << 15
+
+
+# Abandoned requests: the server keeps working after we hang up (aiohttp's default), so
+# its own in-flight count shows whether we sent more than our cap.
+
+
+async def test_timed_out_request_keeps_its_slot_until_the_vendor_is_done(server: Server) -> None:
+    async with HttpClient() as http:
+        vc = await vendor(
+            http, server, 1, 1000, timeout_s=0.1, vendor_timeout_s=1.0, retry=RetryPolicy(1)
+        )
+        with pytest.raises(TransportError, match="timed out"):
+            await vc.request("GET", "slow", params={"sleep": "0.3"})
+        assert (vc.limiter.held, vc.stats.abandoned) == (1, 1)
+        await asyncio.wait_for(vc.request("GET", "slow", params={"sleep": "0"}), 5)
+        await vc.limiter.aclose()
+    assert server.hits["/slow"] == 2
+    assert server.peak_in_flight == 1  # the second waited for the first to end there
+
+
+async def test_cancelled_request_keeps_its_slot(server: Server) -> None:
+    async with HttpClient() as http:
+        vc = await vendor(http, server, 1, 1000, vendor_timeout_s=30)
+        task = asyncio.create_task(vc.request("GET", "slow", params={"sleep": "0.3"}))
+        while server.in_flight == 0:
+            await asyncio.sleep(0.005)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert (vc.limiter.in_flight, vc.limiter.held) == (0, 1)
+        await vc.limiter.aclose()
+        assert vc.limiter.held == 0
+
+
+async def test_request_the_vendor_ended_frees_its_slot_at_once(server: Server) -> None:
+    async with HttpClient() as http:
+        # One slot held for a minute would stall the retry past the test's timeout.
+        vc = await vendor(http, server, 1, 1000, vendor_timeout_s=60)
+        resp = await asyncio.wait_for(vc.request("GET", "reset"), 5)
+        resp2 = await asyncio.wait_for(vc.request("GET", "truncated"), 5)
+    assert resp.json() == {"ok": True}
+    assert resp2.json() == {"rows": [1, 2, 3]}
+    assert vc.stats.retries == 2
+    assert (vc.limiter.held, vc.limiter.abandoned, vc.stats.abandoned) == (0, 0, 0)
+
+
+async def test_stream_left_before_its_end_keeps_its_slot(server: Server) -> None:
+    async with HttpClient() as http:
+        vc = await vendor(http, server, 2, 1000, vendor_timeout_s=30)
+        total = 0
+        async with vc.stream("GET", "big") as resp:
+            async for chunk in resp.iter_chunks(1 << 15):
+                total += len(chunk)
+        assert total == 8 * (1 << 20)
+        assert vc.limiter.held == 0  # read to the end: nothing left running
+        async with vc.stream("GET", "big") as resp:
+            await resp.content.read(1 << 15)  # and stop here
+        assert vc.limiter.held == 1
+        await vc.limiter.aclose()

@@ -42,3 +42,22 @@ def test_prometheus_collectors_on_given_registry() -> None:
     assert get("vendorsync_http_request_duration_seconds_count", {"vendor": "acme"}) == 2
     assert get("vendorsync_http_limiter_wait_seconds_sum", {"vendor": "acme"}) == 0.05
     HttpMetrics(CollectorRegistry())  # a second registry does not clash
+
+
+def test_abandoned_requests_and_held_slots_are_exported() -> None:
+    from types import SimpleNamespace
+
+    registry = CollectorRegistry()
+    metrics = HttpMetrics(registry)
+    limiter = SimpleNamespace(in_flight=3, held=2)
+    metrics.watch_limiter("acme", limiter)
+    metrics.observe_abandoned("acme")
+    get = registry.get_sample_value
+    assert get("vendorsync_http_abandoned_requests_total", {"vendor": "acme"}) == 1
+    assert get("vendorsync_http_limiter_slots", {"vendor": "acme", "state": "held"}) == 2
+    limiter.held = 0  # read at each scrape
+    assert get("vendorsync_http_limiter_slots", {"vendor": "acme", "state": "held"}) == 0
+    assert get("vendorsync_http_limiter_slots", {"vendor": "acme", "state": "in_flight"}) == 3
+    stats = RequestStats("acme")
+    stats.record_abandoned()
+    assert stats.snapshot()["abandoned"] == 1
