@@ -346,17 +346,21 @@ def load_settings(path: str | Path | None = None) -> Settings:
     lists each of them.
     """
     raw = _read_toml(config_path(path))
-    # Also inside free-form ``options``, which the models do not type.
-    bad = [ConfigError("not a finite number", key=".".join(p)) for p in non_finite(raw)]
-    if bad:
-        raise ConfigProblems(bad)
+    problems: list[ConfigError] = []
     try:
         settings = Settings(**raw)
     except ValidationError as exc:
-        raise ConfigProblems([_problem(e) for e in exc.errors()]) from None
-    missing = _missing_credentials(settings)
-    if missing:
-        raise ConfigProblems(missing)
+        problems = [_problem(e) for e in exc.errors()]
+    else:
+        problems = _missing_credentials(settings)
+    # NaN and infinities also inside free-form ``options``, which the models do not type.
+    reported = {p.key for p in problems}
+    for where in non_finite(raw):
+        key = ".".join(where)
+        if key not in reported:
+            problems.append(ConfigError("not a finite number", key=key))
+    if problems:
+        raise ConfigProblems(problems)
     return settings
 
 
