@@ -13,9 +13,14 @@ from service.config import effective_config, load_settings, mask_url
 from service.logging import redact_text
 
 # Anything but whitespace may appear in a password (``@``, ``/``, ``?``, ``:``, quotes …).
-SECRET = st.text(
-    alphabet=st.characters(blacklist_categories=("Zs", "Zl", "Zp", "Cc", "Cs")), min_size=4
-)
+_PART = st.text(alphabet=st.characters(blacklist_categories=("Zs", "Zl", "Zp", "Cc", "Cs")))
+# Characters that end the user-info in naive parsers appear often, not by chance only.
+SECRET = st.builds(
+    lambda a, sep, b: a + sep + b,
+    _PART,
+    st.sampled_from(["", "@", "/", "?", "#", ":", "@@", "://", "a@b/c"]),
+    _PART,
+).filter(lambda s: len(s) >= 4)
 USER = st.text(alphabet=string.ascii_letters + string.digits + "._-", min_size=1, max_size=12)
 HOST = st.sampled_from(["h", "db.example.com", "127.0.0.1:5432", "[::1]:5432", "vendor.test"])
 SCHEME = st.sampled_from(
