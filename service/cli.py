@@ -8,22 +8,35 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import sys
-from collections.abc import Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from service.config import Settings, effective_config, load_settings
-from service.errors import ConfigError, InputError, LeaseHeld, SyncError
+from service.config import (
+    ConfigProblems,
+    Settings,
+    config_warnings,
+    effective_config,
+    load_settings,
+)
+from service.console import (
+    DEBUG_ENV,
+    err,
+    error_line,
+    fail,
+    internal_error,
+    out,
+    run_async,
+)
+from service.errors import ConfigError, InputError, SyncError
 from service.logging import redact_text, setup_logging
-from service.render import push_summary, push_table, runs_table
-
-T = TypeVar("T")
+from service.render import plain, push_summary, push_table, runs_table
 
 app = typer.Typer(
     name="vendorsync",
@@ -32,9 +45,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-# Piped output (CI logs, files) gets wide tables instead of rich's 80-column default.
-out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 ConfigOpt = Annotated[
     Path | None,
@@ -46,32 +56,17 @@ ConfigOpt = Annotated[
 ]
 
 
-def fail(message: str, code: int = 1) -> NoReturn:
-    err.print(f"[red]error:[/red] {redact_text(message)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
-def settings_from(path: Path | None) -> Settings:
+def settings_from(path: Path | None, *, every_error: bool = False) -> Settings:
     try:
         settings = load_settings(path)
+    except ConfigProblems as exc:
+        for problem in exc.problems if every_error else [exc]:
+            err.print(error_line(f"config: {problem}"), highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
     except ConfigError as exc:
         fail(f"config: {exc}", 2)
     setup_logging(settings.log_level, settings.log_format)
     return settings
-
-
-def run_async(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine, mapping expected errors to one line and an exit code."""
-    try:
-        return asyncio.run(coro)
-    except (ConfigError, InputError) as exc:
-        fail(str(exc), 2)
-    except LeaseHeld as exc:
-        fail(str(exc), 1)
-    except SyncError as exc:
-        fail(str(exc), 1)
-    except KeyboardInterrupt:
-        fail("interrupted", 130)
 
 
 def parse_since(value: str | None) -> datetime | None:
@@ -94,23 +89,36 @@ def age(ts: datetime | None, now: datetime) -> str:
     return f"{seconds}s"
 
 
+@app.callback()
+def _options(
+    debug: bool = typer.Option(
+        False, "--debug", help=f"Show tracebacks of internal errors (or {DEBUG_ENV}=1)."
+    ),
+) -> None:
+    if debug:
+        os.environ[DEBUG_ENV] = "1"
+
+
 @app.command("check-config")
 def check_config(config: ConfigOpt = None) -> None:
-    """Validate the configuration and print the effective settings, secrets masked."""
+    """Validate the configuration (every error, one line each) and print the effective
+    settings, secrets masked; warnings about wasteful values go to stderr."""
     from service.engine.runtime import check_streams
 
-    settings = settings_from(config)
+    settings = settings_from(config, every_error=True)
     try:
         check_streams(settings)
     except ConfigError as exc:
         fail(f"config: {exc}", 2)
+    for warning in config_warnings(settings):
+        err.print(error_line(warning, "warning:"), highlight=False, soft_wrap=True)
     out.print_json(json.dumps(effective_config(settings)))
 
 
 @app.command()
 def migrate(config: ConfigOpt = None) -> None:
     """Upgrade the staging database schema to the latest migration."""
-    from service.db import create_engine
+    from service.db import create_engine, translate_db_errors
     from service.db import migrate as do_migrate
 
     settings = settings_from(config)
@@ -118,7 +126,8 @@ def migrate(config: ConfigOpt = None) -> None:
     async def go() -> str:
         engine = create_engine(settings.database.url)
         try:
-            return await do_migrate(engine)
+            with translate_db_errors("migrating"):
+                return await do_migrate(engine)
         finally:
             await engine.dispose()
 
@@ -141,17 +150,21 @@ def status(config: ConfigOpt = None, as_json: bool = typer.Option(False, "--json
     for col in ("vendor", "stream", "last run", "result", "rows", "staged", "cursor", "age"):
         table.add_column(col, justify="right" if col in ("rows", "staged") else "left")
     for s in report["streams"]:
+        started = s["last_run_started_at"]
         table.add_row(
-            s["vendor"],
-            s["stream"],
-            s["last_run_started_at"].strftime("%Y-%m-%d %H:%M:%S")
-            if s["last_run_started_at"]
-            else "never",
-            s["last_run_status"] or "-",
-            str(s["last_run_rows"] if s["last_run_rows"] is not None else "-"),
-            str(s["staged_rows"]),
-            s["cursor"] or "-",
-            age(s["last_run_finished_at"] or s["last_run_started_at"], now),
+            *map(
+                plain,
+                (
+                    s["vendor"],
+                    s["stream"],
+                    started.strftime("%Y-%m-%d %H:%M:%S") if started else "never",
+                    s["last_run_status"] or "-",
+                    "-" if s["last_run_rows"] is None else s["last_run_rows"],
+                    s["staged_rows"],
+                    s["cursor"] or "-",
+                    age(s["last_run_finished_at"] or started, now),
+                ),
+            )
         )
     out.print(table)
     if report["outbox"]:
@@ -159,22 +172,16 @@ def status(config: ConfigOpt = None, as_json: bool = typer.Option(False, "--json
         for col in ("vendor", "entity", "status", "rows"):
             backlog.add_column(col, justify="right" if col == "rows" else "left")
         for r in report["outbox"]:
-            backlog.add_row(r["vendor"], r["entity"], r["status"], str(r["n"]))
+            backlog.add_row(*map(plain, (r["vendor"], r["entity"], r["status"], r["n"])))
         out.print(backlog)
     if report["failures"]:
         failed = Table(title="recent push failures (rejected / invalid / dead)")
         for col in ("id", "vendor", "entity", "key", "status", "attempts", "last error"):
             failed.add_column(col)
         for r in report["failures"]:
-            failed.add_row(
-                str(r["id"]),
-                r["vendor"],
-                r["entity"],
-                r["record_key"],
-                r["status"],
-                str(r["attempts"]),
-                (r["last_error"] or "")[:80],
-            )
+            cells = (r["id"], r["vendor"], r["entity"], r["record_key"], r["status"])
+            error = redact_text(r["last_error"] or "")[:80]
+            failed.add_row(*map(plain, (*cells, r["attempts"], error)))
         out.print(failed)
 
 
@@ -222,7 +229,7 @@ def resync(
     failed = any(r.status != "succeeded" for r in results)
     for r in results:
         if r.error:
-            err.print(f"{r.stream}: {redact_text(r.error)}", highlight=False)
+            err.print(plain(f"{r.stream}: {redact_text(r.error)}"), highlight=False)
     if failed:
         raise typer.Exit(1)
 
@@ -237,7 +244,6 @@ def run(
     ),
 ) -> None:
     """The daemon: scheduled syncs and pushes, /healthz, /readyz and /metrics."""
-    import signal
 
     from service.daemon.scheduler import Daemon
 
@@ -306,17 +312,18 @@ def push_enqueue(
     config: ConfigOpt = None,
 ) -> None:
     """Add rows to the push outbox from a JSON-lines file (all lines or none)."""
-    from service.db import check_schema, create_engine
+    from service.db import check_schema, create_engine, translate_db_errors
     from service.engine.enqueue import enqueue_rows, parse_rows
 
     settings = settings_from(config)
     try:
-        text = sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8")
+        # Bytes: parse_rows decodes each line, so a bad byte is reported with its line.
+        data = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
     except OSError as exc:
         fail(f"cannot read {file}: {exc.strerror}", 2)
     try:
         rows = parse_rows(
-            text.splitlines(), settings, vendor=vendor, entity=entity, source=str(file)
+            data.splitlines(), settings, vendor=vendor, entity=entity, source=str(file)
         )
     except InputError as exc:
         fail(str(exc), 2)
@@ -324,8 +331,9 @@ def push_enqueue(
     async def go() -> int:
         engine = create_engine(settings.database.url)
         try:
-            await check_schema(engine)
-            return await enqueue_rows(engine, rows, force=force)
+            with translate_db_errors("adding rows to the push outbox"):
+                await check_schema(engine)
+                return await enqueue_rows(engine, rows, force=force)
         finally:
             await engine.dispose()
 
@@ -381,5 +389,15 @@ def main() -> None:
     try:
         app()
     except SyncError as exc:  # anything a command let through
-        err.print(f"error: {redact_text(str(exc))}", highlight=False)
-        sys.exit(2 if isinstance(exc, ConfigError) else 1)
+        err.print(error_line(str(exc)), highlight=False, soft_wrap=True)
+        sys.exit(2 if isinstance(exc, (ConfigError, InputError)) else 1)
+    except typer.Exit as exc:  # raised outside click's own handling (e.g. by a callback)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:  # before or after a command's event loop
+        err.print(error_line("interrupted (SIGINT)"), highlight=False)
+        sys.exit(128 + signal.SIGINT)
+    except Exception as exc:
+        try:
+            internal_error(exc)
+        except typer.Exit as done:
+            sys.exit(done.exit_code)

@@ -11,14 +11,12 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    PositiveFloat,
-    PositiveInt,
     SecretStr,
     ValidationError,
     field_validator,
@@ -27,6 +25,28 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from service.errors import ConfigError
+from service.secrets import mask_url
+from service.validation import (
+    DAY_S,
+    non_finite,
+    parse_duration_s,
+    parse_every_s,
+    validate_database_url,
+    validate_http_url,
+    validate_schedule,
+)
+
+__all__ = [
+    "ConfigProblems",
+    "Settings",
+    "config_warnings",
+    "effective_config",
+    "load_settings",
+    "mask_url",
+    "parse_duration_s",
+    "parse_every_s",
+    "validate_schedule",
+]
 
 VENDOR_IDS = ("aimsio", "aqua", "imis", "amilia", "aimms")
 DEFAULT_CONFIG_PATH = Path("config/vendorsync.toml")
@@ -43,75 +63,31 @@ REQUIRED_AUTH: dict[str, tuple[str, ...]] = {
     "none": (),
 }
 
-_CRON_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))
-_CRON_NAMES = {
-    3: ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"],
-    4: ["sun", "mon", "tue", "wed", "thu", "fri", "sat"],
-}
-_EVERY = re.compile(r"^every\s+(\d+(?:\.\d+)?)\s*(s|m|h)$")
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d)$")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_every_s(text: str) -> float | None:
-    """``"every 15m"`` → 900.0; anything else → None."""
-    m = _EVERY.match(text.strip().lower())
-    if not m:
-        return None
-    return float(m.group(1)) * {"s": 1, "m": 60, "h": 3600}[m.group(2)]
-
-
-def parse_duration_s(text: str) -> float:
-    """``"7d"`` → 604800.0 (units s, m, h, d); raise ValueError otherwise."""
-    m = _DURATION.match(text.strip().lower())
-    if not m:
-        raise ValueError(f"not a duration like '90s', '15m', '12h' or '7d': {text!r}")
-    seconds = float(m.group(1)) * _UNIT_S[m.group(2)]
-    if seconds <= 0:
-        raise ValueError(f"duration must be positive: {text!r}")
-    return seconds
-
-
-def validate_schedule(text: str) -> str:
-    """Accept a 5-field crontab (UTC) or ``every N{s,m,h}``; raise ValueError otherwise."""
-    every = parse_every_s(text)
-    if every is not None:
-        if every <= 0:
-            raise ValueError(f"interval must be positive: {text!r}")
-        return text
-    fields = text.split()
-    if len(fields) != 5:
-        raise ValueError(f"not a 5-field cron expression or 'every N[s|m|h]': {text!r}")
-    for pos, field in enumerate(fields):
-        lo, hi = _CRON_RANGES[pos]
-        for part in field.lower().split(","):
-            base, _, step = part.partition("/")
-            if step and not (step.isdigit() and int(step) > 0):
-                raise ValueError(f"bad step in cron field {field!r}: {text!r}")
-            if base == "*":
-                continue
-            for bound in base.split("-", 1):
-                names = _CRON_NAMES.get(pos, [])
-                if bound in names:
-                    continue
-                if not bound.isdigit() or not lo <= int(bound) <= hi:
-                    raise ValueError(f"cron field {field!r} out of range {lo}-{hi}: {text!r}")
-    return text
+# Sane ranges: beyond them a run fails late (overflowing timers) or hangs (1e-300 calls/s).
+Seconds = Annotated[float, Field(ge=0.001, le=DAY_S)]
+RatePerS = Annotated[float, Field(ge=0.001, le=1_000_000)]
+Count = Annotated[int, Field(ge=1, le=100_000)]
+Parallel = Annotated[int, Field(ge=1, le=10_000)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class DatabaseSettings(_Model):
     url: str = "sqlite+aiosqlite:///./var/vendorsync.db"
     echo: bool = False
 
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return validate_database_url(v)
+
 
 class SyncSettings(_Model):
-    batch_size: PositiveInt = 500
-    lease_ttl_s: PositiveFloat = 60.0
-    heartbeat_s: PositiveFloat = 20.0
+    batch_size: Count = 500
+    lease_ttl_s: Seconds = 60.0
+    heartbeat_s: Seconds = 20.0
 
     @model_validator(mode="after")
     def _heartbeat_inside_ttl(self) -> SyncSettings:
@@ -123,14 +99,14 @@ class SyncSettings(_Model):
 class DaemonSettings(_Model):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
-    shutdown_grace_s: PositiveFloat = 30.0
+    shutdown_grace_s: Seconds = 30.0
 
 
 class RetrySettings(_Model):
-    max_attempts: PositiveInt = 6
-    base_s: PositiveFloat = 0.5
-    max_backoff_s: PositiveFloat = 30.0
-    max_elapsed_s: PositiveFloat = 120.0
+    max_attempts: Count = 6
+    base_s: Seconds = 0.5
+    max_backoff_s: Seconds = 30.0
+    max_elapsed_s: Seconds = 120.0
 
 
 class AuthSettings(_Model):
@@ -185,13 +161,13 @@ class StreamSettings(_Model):
 class VendorSettings(_Model):
     enabled: bool = True
     base_url: str
-    max_parallel: PositiveInt = 4
-    rate_per_s: PositiveFloat = 10.0
-    timeout_s: PositiveFloat = 30.0
+    max_parallel: Parallel = 4
+    rate_per_s: RatePerS = 10.0
+    timeout_s: Seconds = 30.0
     # How long the vendor may keep working on a request we abandoned (our timeout): its
     # parallel slot stays taken until then. None: ``timeout_s`` (the request's own bound).
-    vendor_timeout_s: PositiveFloat | None = None
-    connect_timeout_s: PositiveFloat = 10.0
+    vendor_timeout_s: Seconds | None = None
+    connect_timeout_s: Seconds = 10.0
     schedule: str = "every 15m"
     auth: AuthSettings = Field(default_factory=AuthSettings)
     retry: RetrySettings = Field(default_factory=RetrySettings)
@@ -201,9 +177,18 @@ class VendorSettings(_Model):
     @field_validator("base_url")
     @classmethod
     def _url(cls, v: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", v):
-            raise ValueError(f"must be an http(s) URL, got {v!r}")
-        return v.rstrip("/")
+        return validate_http_url(v)
+
+    @field_validator("streams")
+    @classmethod
+    def _distinct_streams(cls, v: dict[str, StreamSettings]) -> dict[str, StreamSettings]:
+        # Stream names resolve case-insensitively, so "User" and "user" would be one stream.
+        seen: dict[str, str] = {}
+        for name in v:
+            other = seen.setdefault(name.lower(), name)
+            if other != name:
+                raise ValueError(f"streams {other!r} and {name!r} differ only in case")
+        return v
 
     @field_validator("schedule")
     @classmethod
@@ -230,16 +215,20 @@ class FieldMap(_Model):
 
 
 class PushSettings(_Model):
-    batch_size: PositiveInt = 100
-    max_attempts: PositiveInt = 5
-    backoff_base_s: PositiveFloat = 30.0
-    claim_ttl_s: PositiveFloat = 300.0
+    batch_size: Count = 100
+    max_attempts: Count = 5
+    backoff_base_s: Seconds = 30.0
+    claim_ttl_s: Seconds = 300.0
     mappings: list[FieldMap] = Field(default_factory=list)
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="VENDORSYNC_", env_nested_delimiter="__", extra="forbid", case_sensitive=False
+        env_prefix="VENDORSYNC_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        case_sensitive=False,
+        allow_inf_nan=False,
     )
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -277,21 +266,33 @@ class Settings(BaseSettings):
             raise ConfigError(f"vendor {name!r} is not configured", key="vendors") from None
 
 
-def _format_validation_error(exc: ValidationError) -> ConfigError:
-    err = exc.errors()[0]
+class ConfigProblems(ConfigError):
+    """Several invalid settings at once: ``problems`` holds one ConfigError per key.
+
+    Reads as the first problem plus ``(and N more)``; ``key`` is the first one's.
+    """
+
+    def __init__(self, problems: list[ConfigError]) -> None:
+        first = problems[0]
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        super().__init__(f"{str(first).removeprefix(f'{first.key}: ')}{more}", key=first.key)
+        self.problems = problems
+
+
+def _problem(err: Any) -> ConfigError:
     loc = ".".join(str(p) for p in err["loc"])
-    msg = err["msg"].removeprefix("Value error, ")
+    msg = " ".join(str(err["msg"]).removeprefix("Value error, ").split())
     # Messages from validators may start with a sub-key ("password_file: …").
     sub = re.match(r"^(\w+): (.*)$", msg)
     if sub and sub.group(1).endswith("_file"):
         loc, msg = f"{loc}.{sub.group(1)}" if loc else sub.group(1), sub.group(2)
     if err["type"] == "extra_forbidden":
         msg = "unknown setting"
-    more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-    return ConfigError(f"{msg}{more}", key=loc or None)
+    return ConfigError(msg, key=loc or None)
 
 
-def _check_credentials(settings: Settings) -> None:
+def _missing_credentials(settings: Settings) -> list[ConfigError]:
+    problems = []
     for name, vendor in settings.vendors.items():
         if not vendor.enabled:
             continue
@@ -299,9 +300,12 @@ def _check_credentials(settings: Settings) -> None:
             value = getattr(vendor.auth, field)
             if value is None or (isinstance(value, SecretStr) and not value.get_secret_value()):
                 hint = f" (or {field}_file)" if field in SECRET_FIELDS else ""
-                raise ConfigError(
-                    f"required{hint} for enabled vendor", key=f"vendors.{name}.auth.{field}"
+                problems.append(
+                    ConfigError(
+                        f"required{hint} for enabled vendor", key=f"vendors.{name}.auth.{field}"
+                    )
                 )
+    return problems
 
 
 def config_path(path: str | Path | None = None) -> Path:
@@ -310,31 +314,74 @@ def config_path(path: str | Path | None = None) -> Path:
     return Path(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH)
 
 
-def load_settings(path: str | Path | None = None) -> Settings:
-    """Load and validate the effective settings; any problem raises a one-line ConfigError."""
-    file = config_path(path)
+def _read_toml(file: Path) -> dict[str, Any]:
     try:
-        raw = tomllib.loads(file.read_text(encoding="utf-8"))
+        data = file.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {file}") from None
     except OSError as exc:
         raise ConfigError(f"cannot read config file {file}: {exc.strerror}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            f"{file}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x}): is it a TOML file?"
+        ) from None
+    if not text.strip():
+        raise ConfigError(f"{file}: config file is empty")
+    try:
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{file}: invalid TOML: {exc}") from None
+        raise ConfigError(f"{file}: invalid TOML: {' '.join(str(exc).split())}") from None
+    if not raw:
+        raise ConfigError(f"{file}: config file is empty (only comments)")
+    return raw
+
+
+def load_settings(path: str | Path | None = None) -> Settings:
+    """Load and validate the effective settings.
+
+    Any problem raises a one-line ``ConfigError``; several raise ``ConfigProblems``, which
+    lists each of them.
+    """
+    raw = _read_toml(config_path(path))
+    problems: list[ConfigError] = []
     try:
         settings = Settings(**raw)
     except ValidationError as exc:
-        raise _format_validation_error(exc) from None
-    _check_credentials(settings)
+        problems = [_problem(e) for e in exc.errors()]
+    else:
+        problems = _missing_credentials(settings)
+    # NaN and infinities also inside free-form ``options``, which the models do not type.
+    reported = {p.key for p in problems}
+    for where in non_finite(raw):
+        key = ".".join(where)
+        if key not in reported:
+            problems.append(ConfigError("not a finite number", key=key))
+    if problems:
+        raise ConfigProblems(problems)
     return settings
 
 
-_URL_PASSWORD = re.compile(r"(\w[\w+.-]*://[^:/@\s]*:)[^@\s]*@")
+def config_warnings(settings: Settings) -> list[str]:
+    """Valid but wasteful settings, one line each (``check-config`` prints them)."""
+    warnings = []
+    for name, vendor in settings.vendors.items():
+        if (
+            vendor.enabled
+            and vendor.vendor_timeout_s
+            and vendor.timeout_s < vendor.vendor_timeout_s
+        ):
+            warnings.append(
+                f"vendors.{name}.timeout_s: {vendor.timeout_s:g}s is below vendor_timeout_s "
+                f"{vendor.vendor_timeout_s:g}s: an abandoned request keeps its parallel slot "
+                "until the vendor ends it, so a shorter timeout only wastes slots"
+            )
+    return warnings
 
 
-def mask_url(text: str) -> str:
-    """Replace the password of any URL inside ``text`` with ``***``."""
-    return _URL_PASSWORD.sub(r"\1***@", text)
+_SECRET_KEY = re.compile(r"(?i)pass|pwd|secret|token|api_?key|credential")
 
 
 def effective_config(settings: Settings) -> dict[str, Any]:
@@ -342,8 +389,14 @@ def effective_config(settings: Settings) -> dict[str, Any]:
     data = settings.model_dump(mode="json")
     data["database"]["url"] = mask_url(settings.database.url)
     for vendor in data.get("vendors", {}).values():
+        vendor["base_url"] = mask_url(vendor["base_url"])
         auth = vendor.get("auth", {})
         for name in SECRET_FIELDS:
             if auth.get(name) is not None:
                 auth[name] = "***"
+        for holder in (vendor, *vendor.get("streams", {}).values()):
+            options = holder.get("options", {})
+            for key in options:
+                if _SECRET_KEY.search(key) and options[key] is not None:
+                    options[key] = "***"
     return data

@@ -15,7 +15,7 @@ from service.config import mask_url
 SECRET_KEYS = re.compile(r"pass(word)?|secret|token|api_?key|authorization|cookie", re.I)
 # ``password=…`` in query strings and forms, and ``"password": "…"`` in JSON text.
 SECRET_IN_TEXT = re.compile(
-    r"(?i)((?:password|secret|token|api_?key|access_token)=)[^\s&\"',}]+"
+    r"(?i)((?:password|pwd|secret|token|api_?key|access_token)=)[^\s&\"',}]+"
     r"|(\"(?:password|[a-z_]*secret|[a-z_]*token|api_?key)\"\s*:\s*\")[^\"]*"
 )
 
@@ -62,8 +62,8 @@ def setup_logging(level: str = "info", fmt: str = "auto") -> None:
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,  # before redact: tracebacks hold URLs too
             redact,
-            structlog.processors.format_exc_info,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(

@@ -1,11 +1,15 @@
-"""Rich tables shared by the CLI and the demo."""
+"""Rich tables shared by the CLI and the demo.
+
+Every cell and title is a ``Text``: values come from vendor data, rows files and
+arguments, and a string such as ``[/x]`` must print as itself, never be read as markup.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from service.engine.push import PushReport
 from service.models import RunResult
@@ -13,9 +17,14 @@ from service.models import RunResult
 _LEFT = ("vendor", "stream", "result")
 
 
+def plain(value: object) -> Text:
+    """``value`` as literal text for a rich table or console (no markup, no emoji codes)."""
+    return Text("" if value is None else str(value))
+
+
 def runs_table(title: str, results: Iterable[RunResult]) -> Table:
     """One row per stream run: counts, requests and duration."""
-    table = Table(title=title)
+    table = Table(title=plain(title))
     cols = (
         "vendor",
         "stream",
@@ -32,28 +41,28 @@ def runs_table(title: str, results: Iterable[RunResult]) -> Table:
     for r in results:
         c = r.counts
         table.add_row(
-            r.vendor,
-            r.stream,
-            r.status,
-            *(str(n) for n in (c.inserted, c.updated, c.unchanged, c.deleted, r.requests)),
-            f"{r.duration_s:.1f}",
+            plain(r.vendor),
+            plain(r.stream),
+            plain(r.status),
+            *(plain(n) for n in (c.inserted, c.updated, c.unchanged, c.deleted, r.requests)),
+            plain(f"{r.duration_s:.1f}"),
         )
     return table
 
 
 def push_table(title: str, report: PushReport) -> Table:
     """One row per outbox row handled: its outcome and the reason."""
-    table = Table(title=title)
+    table = Table(title=plain(title))
     for col in ("vendor", "entity", "key", "outcome", "detail"):
         table.add_column(col)
     for o in report.outcomes:
-        # escape: vendor errors start with "[aimsio]", which rich would take for markup
-        table.add_row(o.vendor, o.entity, escape(o.record_key), o.status, escape(o.detail or ""))
+        table.add_row(*(plain(v) for v in (o.vendor, o.entity, o.record_key, o.status, o.detail)))
     return table
 
 
-def push_summary(report: PushReport) -> str:
-    """``vendor/entity: outcome n, …`` per group (plus what mapping rules enqueued)."""
+def push_summary(report: PushReport) -> Text:
+    """``vendor/entity: sent 3, rejected 1; …`` plus what mapping rules enqueued (empty,
+    and so false, when nothing ran)."""
     counts = report.counts()
     parts = [
         f"{v}/{e}: " + ", ".join(f"{k} {n}" for k, n in sorted(c.items()))
@@ -61,4 +70,4 @@ def push_summary(report: PushReport) -> str:
     ]
     if report.enqueued_by_mappings and not report.dry_run:
         parts.append(f"mapping rules enqueued {report.enqueued_by_mappings}")
-    return "; ".join(parts)
+    return plain("; ".join(parts))

@@ -7,6 +7,7 @@ Tables are created only by Alembic migrations (``migrate``); service code never 
 from __future__ import annotations
 
 import functools
+import re
 import shlex
 import sqlite3
 import time
@@ -42,11 +43,14 @@ MIGRATION_LOCK_ID = 0x76656E64  # PostgreSQL advisory lock key held while migrat
 # --- errors -------------------------------------------------------------------------------
 
 
+_SA_LINK = re.compile(r"\s*\(Background on this (?:error|warning) at: \S+\)")
+
+
 def _describe(exc: BaseException) -> str:
     """A short, password-free message: the driver's own words, never the SQL parameters."""
     orig = getattr(exc, "orig", None) or exc
-    lines = str(orig).strip().splitlines()
-    text = lines[0] if lines else ""
+    lines = _SA_LINK.sub("", str(orig)).strip().splitlines()
+    text = lines[0].strip() if lines else ""
     return mask_url(f"{type(orig).__name__}: {text}" if text else type(orig).__name__)
 
 
@@ -117,7 +121,7 @@ def _normalise_url(url: str) -> tuple[URL, dict[str, Any]]:
     """Pick the async driver and turn libpq-style ``options=-c k=v`` into asyncpg settings."""
     try:
         u = make_url(url)
-    except sa_exc.ArgumentError:
+    except (sa_exc.ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise ConfigError(f"not a database URL: {mask_url(url)!r}", key="database.url") from None
     connect_args: dict[str, Any] = {}
     backend = u.get_backend_name()
@@ -171,6 +175,19 @@ def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+def _sqlite_parent(path: Path) -> None:
+    """Create the database file's folder; a path that cannot hold a database is bad config."""
+    if path.is_dir():
+        raise ConfigError(f"the SQLite database path is a directory: {path}", key="database.url")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create the folder of the SQLite database {path}: {exc.strerror}",
+            key="database.url",
+        ) from None
+
+
 def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     """An async engine for a SQLite file (WAL, busy timeout, foreign keys) or PostgreSQL.
 
@@ -184,10 +201,13 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
                 "(UPSERT with RETURNING)"
             )
         if u.database and u.database != ":memory:" and not u.database.startswith("file:"):
-            Path(u.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(
-            u, echo=echo, hide_parameters=not echo, connect_args=connect_args
-        )
+            _sqlite_parent(Path(u.database).expanduser())
+        try:
+            engine = create_async_engine(
+                u, echo=echo, hide_parameters=not echo, connect_args=connect_args
+            )
+        except sa_exc.ArgumentError as exc:  # e.g. sqlite://relative.db (two slashes)
+            raise ConfigError(_describe(exc), key="database.url") from None
         event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
         return engine
     return create_async_engine(

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from service.config import Settings
-from service.db import check_schema, create_engine, stream_statuses
+from service.db import check_schema, create_engine, stream_statuses, translate_db_errors
 from service.db.outbox import outbox_summary, recent_failures
 
 
@@ -22,11 +22,13 @@ def cursor_text(state: dict[str, Any] | None, limit: int = 40) -> str | None:
 async def collect_status(settings: Settings) -> dict[str, Any]:
     engine = create_engine(settings.database.url)
     try:
-        await check_schema(engine)
-        async with engine.connect() as conn:
-            rows = await stream_statuses(conn)
-            outbox = await outbox_summary(conn)
-            failures = await recent_failures(conn)
+        # The whole block, so a refused connection is one line naming what we were doing.
+        with translate_db_errors("reading status"):
+            await check_schema(engine)
+            async with engine.connect() as conn:
+                rows = await stream_statuses(conn)
+                outbox = await outbox_summary(conn)
+                failures = await recent_failures(conn)
     finally:
         await engine.dispose()
     streams = [

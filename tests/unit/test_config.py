@@ -157,3 +157,68 @@ def test_streams_must_be_ones_the_connector_serves(tmp_path: Path) -> None:
         check_streams(settings)
     assert info.value.key == "vendors.aimsio.streams.Userz"
     assert "known: User, Employee" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "text", ["every 99999999999999h", "every 8809h", "every 0.5s", "every " + "9" * 400 + "h"]
+)
+def test_intervals_are_bounded(text: str) -> None:
+    with pytest.raises(ValueError, match="between 1s and 366d"):
+        validate_schedule(text)
+
+
+def test_full_every_is_bounded() -> None:
+    from service.config import parse_duration_s
+
+    assert parse_duration_s("366d") == 366 * 86400
+    with pytest.raises(ValueError, match="between 1s and 366d"):
+        parse_duration_s("9999999d")
+
+
+def test_every_problem_is_kept_and_nan_in_options_is_one_of_them(tmp_path: Path) -> None:
+    from service.config import ConfigProblems
+
+    text = MINIMAL.replace(
+        'base_url = "http://127.0.0.1:1/aimsio"',
+        'base_url = "http://127.0.0.1:1/ai msio"\nmax_parallel = 0\noptions = { a = nan }',
+    )
+    with pytest.raises(ConfigProblems) as info:
+        load_settings(write(tmp_path, text))
+    keys = [p.key for p in info.value.problems]
+    assert sorted(keys) == [
+        "vendors.aimsio.base_url",
+        "vendors.aimsio.max_parallel",
+        "vendors.aimsio.options.a",
+    ]
+    assert str(info.value).endswith("(and 2 more)")
+
+
+def test_timeout_below_vendor_timeout_warns(tmp_path: Path) -> None:
+    from service.config import config_warnings
+
+    text = MINIMAL.replace(
+        'base_url = "http://127.0.0.1:1/aimsio"',
+        'base_url = "http://127.0.0.1:1/aimsio"\ntimeout_s = 5\nvendor_timeout_s = 30',
+    )
+    [warning] = config_warnings(load_settings(write(tmp_path, text)))
+    assert warning.startswith("vendors.aimsio.timeout_s: 5s is below vendor_timeout_s 30s")
+    assert config_warnings(load_settings(DEFAULT)) == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite+aiosqlite:///./var/x.db",
+        "sqlite:///:memory:",
+        "sqlite+aiosqlite://",
+        "postgresql+asyncpg://u:p%40ss@h:5432/db?options=-csearch_path%3Dx",
+        "postgresql://[::1]:5432/db",
+        "postgresql:///db",
+    ],
+)
+def test_database_urls_the_engine_accepts_are_accepted(url: str) -> None:
+    from service.db import create_engine
+    from service.validation import validate_database_url
+
+    assert validate_database_url(url) == url
+    create_engine(url)  # and the engine factory agrees
