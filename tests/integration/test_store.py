@@ -17,6 +17,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.db import (
+    acquire_lease,
     check_schema,
     count_live,
     create_engine,
@@ -274,8 +275,10 @@ async def test_runs_and_stream_statuses(engine: AsyncEngine) -> None:
             now=T0 + timedelta(hours=2),
         )
         await save_state(conn, "imis", "members", {"cursor": "m"}, now=T0)  # state, no run
-        running = await start_run(conn, "amilia", "people", "schedule", now=T0)
-        statuses = await stream_statuses(conn)
+        running = await start_run(conn, "amilia", "people", "schedule", now=T0, owner="p1")
+        # Its process still holds the stream's lease: it is running, not abandoned.
+        await acquire_lease(conn, "stream:amilia:people", "p1", ttl_s=60, now=T0)
+        statuses = await stream_statuses(conn, now=T0 + timedelta(seconds=30))
         runs = await recent_runs(conn, limit=2)
 
     assert [(s.vendor, s.stream) for s in statuses] == [
