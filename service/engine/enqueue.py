@@ -170,7 +170,7 @@ async def enqueue_rows(db: AsyncEngine, rows: list[PushRow], *, force: bool = Fa
         groups[(r.vendor, r.entity)].append((r.key, r.payload))
     added = 0
     now = utc_now()
-    with translate_db_errors("enqueuing push rows"):
+    with translate_db_errors("adding rows to the push outbox"):
         async with db.begin() as conn:
             for (vendor, entity), items in groups.items():
                 added += await enqueue(conn, vendor, entity, items, now=now, dedupe=not force)

@@ -254,7 +254,7 @@ def test_markup_in_pushed_data_is_printed_as_is(project: Path) -> None:
     rows.write_bytes(good_line(userShortCode="[/x]", userFirstName="[red]A") + b"\n")
     assert run("push", "enqueue", "--file", str(rows), cwd=project).returncode == 0
     pushed = run("push", cwd=project)
-    assert pushed.returncode == 0, pushed.stderr
+    assert pushed.returncode == 1, pushed.stderr  # the row is invalid, and push says so
     assert "Traceback" not in pushed.stderr
     assert "[/x]" in pushed.stdout  # the rejection reason names the value
     status = run("status", cwd=project)
