@@ -22,6 +22,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -30,7 +31,7 @@ import pytest
 import sqlalchemy as sa
 
 from service.db import create_engine
-from service.db.tables import staged_record, sync_run
+from service.db.tables import lease, staged_record, sync_run
 from service.models import payload_hash
 from tests.reliability.pg_cluster import PgCluster, PgUnavailable
 
@@ -135,9 +136,7 @@ class Proc:
 def start_cli(name: str, *args: str, cwd: Path) -> Proc:
     out_path, err_path = cwd / f"{name}.out", cwd / f"{name}.err"
     out, err = out_path.open("wb"), err_path.open("wb")
-    popen = subprocess.Popen(
-        [*VENDORSYNC, *args], cwd=cwd, env=cli_env(), stdout=out, stderr=err
-    )
+    popen = subprocess.Popen([*VENDORSYNC, *args], cwd=cwd, env=cli_env(), stdout=out, stderr=err)
     return Proc(name, popen, out_path, err_path, [out, err])
 
 
@@ -363,6 +362,19 @@ async def read_staged(db_url: str, vendor: str, stream: str) -> Staged:
         rows=len(rows),
         distinct_keys=len({r.record_key for r in rows}),
     )
+
+
+async def read_leases(db_url: str) -> dict[str, tuple[str, datetime]]:
+    """Lease rows: name → (owner, expires_at)."""
+    engine = create_engine(db_url)
+    try:
+        async with engine.connect() as conn:
+            rows = (
+                await conn.execute(sa.select(lease.c.name, lease.c.owner, lease.c.expires_at))
+            ).all()
+    finally:
+        await engine.dispose()
+    return {r.name: (r.owner, r.expires_at) for r in rows}
 
 
 async def read_runs(db_url: str) -> list[dict[str, Any]]:

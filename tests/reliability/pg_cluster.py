@@ -50,9 +50,7 @@ def find_bindir() -> Path:
         name = p.parent.name
         return tuple(int(x) for x in name.split(".") if x.isdigit())
 
-    candidates.extend(
-        sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=version, reverse=True)
-    )
+    candidates.extend(sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=version, reverse=True))
     for bindir in candidates:
         if all((bindir / tool).is_file() for tool in _NEEDED):
             return bindir

@@ -5,7 +5,7 @@ on its schedule. The database goes away for ``OUTAGE_S`` (longer than the lease 
 the holder cannot renew its leases, and they expire. Fencing means the holder stops sending
 the moment it cannot prove its lease, so when the other daemon takes the lease after the
 restart, only one process ever drives the vendor: the sandbox sees **0 violations** of
-Aimsio's 10 parallel / 10 per second. Afterwards the data converges, every process exited
+Aimsio's 10 parallel / 10 per second. After a normal run the data equals the vendor's, every process exited
 truthfully without a traceback, no lease is left behind and no run is left ``running``.
 """
 
@@ -19,10 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
-from service.db import create_engine
-from service.db.tables import lease
 from tests.reliability.conftest import (
     COUNT_COLUMNS,
     Proc,
@@ -31,6 +28,7 @@ from tests.reliability.conftest import (
     parse_runs_table,
     plain_lines,
     poll,
+    read_leases,
     read_runs,
     read_staged,
     run_cli,
@@ -53,13 +51,7 @@ VENDOR_LEASE = "vendor:aimsio"
 
 
 async def leases(db_url: str) -> dict[str, str]:
-    engine = create_engine(db_url)
-    try:
-        async with engine.connect() as conn:
-            rows = (await conn.execute(sa.select(lease.c.name, lease.c.owner))).all()
-    finally:
-        await engine.dispose()
-    return {r.name: r.owner for r in rows}
+    return {name: owner for name, (owner, _) in (await read_leases(db_url)).items()}
 
 
 def owner_pid(owner: str) -> int:
@@ -189,9 +181,11 @@ async def test_db_outage_under_two_daemons_keeps_the_vendor_limits(
 
     mark("stopped")
 
-    # 5. A final full resync converges to exactly the vendor's rows.
-    final = run_cli("final", "resync", "aimsio", "--full", *cfg, cwd=tmp_path, timeout_s=60)
+    # 5. A normal run afterwards converges to exactly the vendor's rows (compared below key
+    # by key and hash by hash; a --full re-read would double the test's time for no more).
+    final = run_cli("final", "resync", "aimsio", *cfg, cwd=tmp_path, timeout_s=60)
     observed["final_exit"] = final.returncode
+    mark("final")
     if final.returncode != 0:
         findings.append(f"final resync exited {final.returncode}: {plain_lines(final.stderr)}")
     findings.extend(f"final resync: {p}" for p in stderr_problems(final.stderr))
@@ -203,7 +197,9 @@ async def test_db_outage_under_two_daemons_keeps_the_vendor_limits(
         findings.append(f"runs left 'running' after every process exited: {still}")
     after = sandbox.stats()["violation_count"]
     if after != stats["violation_count"]:
-        findings.append(f"the final resync alone caused {after - stats['violation_count']} violations")
+        findings.append(
+            f"the final resync alone caused {after - stats['violation_count']} violations"
+        )
 
     sandbox.lift_limits()
     for stream in STREAMS:
