@@ -167,7 +167,7 @@ def stderr_problems(text: str, *, max_plain_lines: int = 1) -> list[str]:
     if "Traceback" in text:
         start = text.index("Traceback")
         problems.append("traceback on stderr: " + text[start : start + 1500])
-    plain = [line for line in plain_lines(text) if not _ROUTINE.search(line)]
+    plain = error_lines(text)
     if len(plain) > max_plain_lines:
         problems.append(f"{len(plain)} non-log lines on stderr: {plain[:5]}")
     return problems
@@ -182,6 +182,11 @@ def _is_json(line: str) -> bool:
 
 def plain_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.strip() and not _is_json(line)]
+
+
+def error_lines(text: str) -> list[str]:
+    """stderr lines that are neither structured log records nor routine notices."""
+    return [line for line in plain_lines(text) if not _ROUTINE.search(line)]
 
 
 def log_events(text: str, event: str) -> list[dict[str, Any]]:

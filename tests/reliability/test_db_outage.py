@@ -25,8 +25,8 @@ from tests.reliability.conftest import (
     Proc,
     Sandbox,
     diff_staged,
+    error_lines,
     parse_runs_table,
-    plain_lines,
     poll,
     read_leases,
     read_runs,
@@ -157,7 +157,7 @@ async def test_db_outage_under_two_daemons_keeps_the_vendor_limits(
     for d in daemons:
         code = d.wait(timeout_s=20)
         observed[f"{d.name}_exit"] = code
-        observed[f"{d.name}_plain_stderr"] = plain_lines(d.stderr)[:5]
+        observed[f"{d.name}_stderr_lines"] = error_lines(d.stderr)[:3]
         if code != 0:
             findings.append(f"{d.name} exited {code} on SIGTERM")
         # A daemon logs as JSON; anything else on stderr is one error line at most.
@@ -187,7 +187,7 @@ async def test_db_outage_under_two_daemons_keeps_the_vendor_limits(
     observed["final_exit"] = final.returncode
     mark("final")
     if final.returncode != 0:
-        findings.append(f"final resync exited {final.returncode}: {plain_lines(final.stderr)}")
+        findings.append(f"final resync exited {final.returncode}: {error_lines(final.stderr)}")
     findings.extend(f"final resync: {p}" for p in stderr_problems(final.stderr))
     runs = await read_runs(owned_pg_url)
     check_printed_counts(final, runs, findings)

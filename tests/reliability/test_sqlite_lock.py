@@ -24,8 +24,8 @@ from tests.reliability.conftest import (
     Proc,
     Sandbox,
     diff_staged,
+    error_lines,
     parse_runs_table,
-    plain_lines,
     poll,
     read_leases,
     read_runs,
@@ -62,7 +62,7 @@ async def check_run_told_the_truth(
     """The process's exit code, printed table and stderr against the run rows it left."""
     code = proc.returncode
     observed[f"{proc.name}_exit"] = code
-    observed[f"{proc.name}_stderr_lines"] = plain_lines(proc.stderr)
+    observed[f"{proc.name}_stderr_lines"] = error_lines(proc.stderr)
     findings.extend(f"{proc.name}: {p}" for p in stderr_problems(proc.stderr))
     runs = [r for r in await read_runs(url) if r["stream"] == STREAM]
     run = runs[-1] if runs else None
