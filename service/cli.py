@@ -147,7 +147,8 @@ def status(config: ConfigOpt = None, as_json: bool = typer.Option(False, "--json
         return
     now = datetime.now(UTC)
     table = Table(title="streams")
-    for col in ("vendor", "stream", "last run", "result", "rows", "staged", "cursor", "age"):
+    cols = ("vendor", "stream", "last run (UTC)", "result", "rows", "staged", "cursor", "age")
+    for col in (*cols, "full re-read"):
         table.add_column(col, justify="right" if col in ("rows", "staged") else "left")
     for s in report["streams"]:
         started = s["last_run_started_at"]
@@ -163,6 +164,7 @@ def status(config: ConfigOpt = None, as_json: bool = typer.Option(False, "--json
                     s["staged_rows"],
                     s["cursor"] or "-",
                     age(s["last_run_finished_at"] or started, now),
+                    full_reread_text(s),
                 ),
             )
         )
@@ -183,6 +185,21 @@ def status(config: ConfigOpt = None, as_json: bool = typer.Option(False, "--json
             error = redact_text(r["last_error"] or "")[:80]
             failed.add_row(*map(plain, (*cells, r["attempts"], error)))
         out.print(failed)
+
+
+def full_reread_text(s: dict[str, Any]) -> str:
+    """``every 7d, next 2026-12-09 10:00 UTC`` (or ``-`` when the stream has none)."""
+    every = s.get("full_every_s")
+    if not every:
+        return "-"
+    span = next(
+        f"{every / n:g}{u}"
+        for n, u in ((86400, "d"), (3600, "h"), (60, "m"), (1, "s"))
+        if every >= n or n == 1
+    )
+    due = s.get("next_full_due")
+    when = due.strftime("%Y-%m-%d %H:%M UTC") if due else "next scheduled run"
+    return f"every {span}, next {when}"
 
 
 def _known(settings: Settings) -> str:

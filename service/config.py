@@ -51,20 +51,25 @@ __all__ = [
 VENDOR_IDS = ("aimsio", "aqua", "imis", "amilia", "aimms")
 DEFAULT_CONFIG_PATH = Path("config/vendorsync.toml")
 CONFIG_ENV = "VENDORSYNC_CONFIG"
-SECRET_FIELDS = ("password", "client_secret", "api_key")
+SECRET_FIELDS = ("password", "client_secret", "api_key", "token")
 
-AuthKind = Literal["basic", "bearer_login", "apikey", "none"]
+AuthKind = Literal["basic", "apikey", "bearer", "password_grant", "basic_jwt", "none"]
+# Earlier configs said "bearer_login" for what is now "password_grant".
+AUTH_ALIASES = {"bearer_login": "password_grant"}
 
 # Which auth fields each kind needs (checked only for enabled vendors).
 REQUIRED_AUTH: dict[str, tuple[str, ...]] = {
     "basic": ("username", "password"),
-    "bearer_login": ("username", "password"),
     "apikey": ("api_key",),
+    "bearer": ("token",),
+    "password_grant": ("username", "password"),
+    "basic_jwt": ("username", "password"),
     "none": (),
 }
 
 # Sane ranges: beyond them a run fails late (overflowing timers) or hangs (1e-300 calls/s).
 Seconds = Annotated[float, Field(ge=0.001, le=DAY_S)]
+Lifetime = Annotated[float, Field(ge=1, le=366 * DAY_S)]  # tokens may live a year
 RatePerS = Annotated[float, Field(ge=0.001, le=1_000_000)]
 Count = Annotated[int, Field(ge=1, le=100_000)]
 Parallel = Annotated[int, Field(ge=1, le=10_000)]
@@ -119,6 +124,21 @@ class AuthSettings(_Model):
     client_secret_file: Path | None = None
     api_key: SecretStr | None = None
     api_key_file: Path | None = None
+    token: SecretStr | None = None  # kind "bearer": a static token
+    token_file: Path | None = None
+    # Login details; a connector supplies its vendor's defaults (e.g. iMIS: /token).
+    header: str | None = None  # apikey / bearer header name
+    token_path: str | None = None
+    token_method: Literal["GET", "POST"] | None = None
+    token_field: str | None = None
+    scope: str | None = None
+    token_ttl_s: Lifetime | None = None  # when the login answer does not say
+    refresh_margin_s: Seconds = 60.0
+
+    @field_validator("kind", mode="before")
+    @classmethod
+    def _alias(cls, v: Any) -> Any:
+        return AUTH_ALIASES.get(v, v) if isinstance(v, str) else v
 
     @model_validator(mode="after")
     def _read_secret_files(self) -> AuthSettings:
@@ -150,12 +170,15 @@ class StreamSettings(_Model):
     @classmethod
     def _full_every(cls, v: str | None) -> str | None:
         if v is None or v.strip().lower() == "off":
-            return None
+            return None if v is None else "off"
         parse_duration_s(v)
         return v
 
     def full_every_s(self) -> float | None:
-        return None if self.full_every is None else parse_duration_s(self.full_every)
+        """The interval, or None when unset or ``"off"`` (see ``full_every``)."""
+        if self.full_every is None or self.full_every == "off":
+            return None
+        return parse_duration_s(self.full_every)
 
 
 class VendorSettings(_Model):
@@ -305,6 +328,17 @@ def _missing_credentials(settings: Settings) -> list[ConfigError]:
                         f"required{hint} for enabled vendor", key=f"vendors.{name}.auth.{field}"
                     )
                 )
+        auth = vendor.auth
+        if auth.kind == "password_grant" and (auth.client_id is None) != (
+            auth.client_secret is None
+        ):
+            missing = "client_secret" if auth.client_id is not None else "client_id"
+            problems.append(
+                ConfigError(
+                    "required with the other half of the client id/secret pair",
+                    key=f"vendors.{name}.auth.{missing}",
+                )
+            )
     return problems
 
 

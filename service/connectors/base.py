@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel
 
 from service.config import VendorSettings
-from service.http import ApiKeyAuth, Auth, BasicAuth, VendorClient
+from service.http import VendorClient
 from service.models import JSON, Batch
 
 
@@ -115,6 +115,9 @@ class Connector:
     stream_specs: ClassVar[tuple[StreamSpec, ...]] = ()
     push_entities: ClassVar[tuple[str, ...]] = ()
     stream_options: ClassVar[type[BaseModel] | None] = None
+    # The vendor's login details that config need not repeat (token path, header, …):
+    # the runtime builds the auth kind the config names from these plus the config.
+    auth_defaults: ClassVar[dict[str, Any]] = {}
     # How long the vendor may queue a call before working on it (then it times the call
     # out). A call we abandon holds its parallel slot until ``timeout_s`` plus this after
     # it was sent, unless the connection configures ``vendor_timeout_s``.
@@ -160,20 +163,6 @@ class Connector:
         options = self.check_stream(stream, configured.options if configured else {})
         assert options is not None
         return self.configured_spec(stream, options)
-
-    def make_auth(self) -> Auth | None:
-        """The auth hook for this vendor's calls; connectors with a login flow override it."""
-        auth = self.settings.auth
-        if auth.kind == "basic":
-            assert auth.username is not None
-            assert auth.password is not None
-            return BasicAuth(auth.username, auth.password.get_secret_value())
-        if auth.kind == "apikey":
-            assert auth.api_key is not None
-            return ApiKeyAuth("apikey", auth.api_key.get_secret_value())
-        if auth.kind == "none":
-            return None
-        raise NotImplementedError(f"{self.vendor}: auth kind {auth.kind!r} needs a login flow")
 
     def pull(self, ctx: StreamContext) -> AsyncIterator[Batch]:
         raise NotImplementedError

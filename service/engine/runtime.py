@@ -8,7 +8,7 @@ import asyncio
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,15 +17,16 @@ from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.config import Settings
+from service.config import AuthSettings, Settings
 from service.connectors import Connector, connector_class
 from service.db import check_schema, create_engine
 from service.engine.lease import HeldLease
 from service.errors import ConfigError
 from service.http import HttpClient, HttpMetrics, RetryPolicy, VendorClient, VendorLimiter
+from service.http.logins import LoginSpec, build_auth
 
 Clock = Callable[[], datetime]
 log = structlog.get_logger("service.engine.runtime")
@@ -54,6 +55,15 @@ def check_streams(settings: Settings) -> None:
             cls = connector_class(vendor)
         except KeyError as exc:
             raise ConfigError(exc.args[0], key=f"vendors.{vendor}.enabled") from None
+        if (
+            vs.auth.kind in ("password_grant", "basic_jwt")
+            and vs.auth.token_path is None
+            and "token_path" not in cls.auth_defaults
+        ):
+            raise ConfigError(
+                f"required for {vs.auth.kind} ({vendor}'s connector knows no login path)",
+                key=f"vendors.{vendor}.auth.token_path",
+            )
         for stream, ss in vs.streams.items():
             key = f"vendors.{vendor}.streams.{stream}"
             try:
@@ -70,6 +80,35 @@ def check_streams(settings: Settings) -> None:
                     err["msg"].removeprefix("Value error, "),
                     key=f"{key}.options" + (f".{where}" if where else ""),
                 ) from None
+
+
+def login_spec(auth: AuthSettings, defaults: Mapping[str, Any]) -> LoginSpec:
+    """The configured auth kind with the connector's defaults for what config leaves out."""
+
+    def secret(value: SecretStr | None) -> str | None:
+        return None if value is None else value.get_secret_value()
+
+    def pick(name: str, fallback: Any) -> Any:
+        value = getattr(auth, name)
+        return value if value is not None else defaults.get(name, fallback)
+
+    kind = auth.kind
+    return LoginSpec(
+        kind,
+        username=auth.username,
+        password=secret(auth.password),
+        client_id=auth.client_id,
+        client_secret=secret(auth.client_secret),
+        api_key=secret(auth.api_key),
+        token=secret(auth.token),
+        header=pick("header", "apikey" if kind == "apikey" else "Authorization"),
+        token_path=pick("token_path", None),
+        token_method=pick("token_method", "GET" if kind == "basic_jwt" else "POST"),
+        token_field=pick("token_field", "Token" if kind == "basic_jwt" else "access_token"),
+        scope=pick("scope", None),
+        token_ttl_s=pick("token_ttl_s", None),
+        refresh_margin_s=auth.refresh_margin_s,
+    )
 
 
 @dataclass
@@ -181,7 +220,7 @@ class Runtime:
             vendor_timeout_s=vendor_timeout_s,
         )
         connector = cls(settings, client)
-        client.auth = connector.make_auth()
+        client.auth = build_auth(login_spec(settings.auth, cls.auth_defaults), client)
         self._connectors[vendor] = connector
         return connector
 

@@ -3,20 +3,49 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from service.config import Settings
-from service.db import check_schema, create_engine, stream_statuses, translate_db_errors
+from service.connectors import connector_class
+from service.db import (
+    check_schema,
+    create_engine,
+    last_full_run_at,
+    stream_statuses,
+    translate_db_errors,
+)
 from service.db.outbox import outbox_summary, recent_failures
 
+# Epoch milliseconds between 2001 and 2286: how Aimsio's `updatedAt` cursors look.
+EPOCH_MS_RANGE = (10**12, 10**13)
 
-def cursor_text(state: dict[str, Any] | None, limit: int = 40) -> str | None:
-    """A short, human view of a checkpoint: its ``cursor`` if it has one, else the JSON."""
+
+def cursor_text(state: dict[str, Any] | None, limit: int = 48) -> str | None:
+    """A short, human view of a checkpoint: its ``cursor`` if it has one, else the JSON.
+
+    Epoch milliseconds are shown as UTC time (the raw value follows in brackets).
+    """
     if not state:
         return None
     value = state.get("cursor", state)
     text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+    if text.isdigit() and EPOCH_MS_RANGE[0] <= int(text) < EPOCH_MS_RANGE[1]:
+        when = datetime.fromtimestamp(int(text) / 1000, UTC)
+        text = f"{when.strftime('%Y-%m-%d %H:%M:%S')} UTC ({text})"
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _full_every_s(settings: Settings, vendor: str, stream: str) -> float | None:
+    vs = settings.vendors.get(vendor)
+    configured = vs.streams.get(stream) if vs else None
+    if configured is not None and configured.full_every is not None:
+        return configured.full_every_s()
+    try:
+        spec = connector_class(vendor).declared(stream)
+    except KeyError:
+        return None
+    return spec.full_every_s if spec else None
 
 
 async def collect_status(settings: Settings) -> dict[str, Any]:
@@ -27,6 +56,11 @@ async def collect_status(settings: Settings) -> dict[str, Any]:
             await check_schema(engine)
             async with engine.connect() as conn:
                 rows = await stream_statuses(conn)
+                last_full = {
+                    (r.vendor, r.stream): await last_full_run_at(conn, r.vendor, r.stream)
+                    for r in rows
+                    if _full_every_s(settings, r.vendor, r.stream) is not None
+                }
                 outbox = await outbox_summary(conn)
                 failures = await recent_failures(conn)
     finally:
@@ -43,7 +77,22 @@ async def collect_status(settings: Settings) -> dict[str, Any]:
             "staged_rows": s.staged_rows,
             "cursor": cursor_text(s.state),
             "state_updated_at": s.state_updated_at,
+            **_full_reread(settings, s.vendor, s.stream, last_full),
         }
         for s in rows
     ]
     return {"streams": streams, "outbox": outbox, "failures": failures}
+
+
+def _full_reread(
+    settings: Settings,
+    vendor: str,
+    stream: str,
+    last_full: dict[tuple[str, str], datetime | None],
+) -> dict[str, Any]:
+    every_s = _full_every_s(settings, vendor, stream)
+    if every_s is None:
+        return {"full_every_s": None, "last_full_at": None, "next_full_due": None}
+    last = last_full.get((vendor, stream))
+    due = None if last is None else last + timedelta(seconds=every_s)
+    return {"full_every_s": every_s, "last_full_at": last, "next_full_due": due}

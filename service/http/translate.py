@@ -22,6 +22,7 @@ from service.errors import (
     VendorError,
 )
 from service.http.retry import classify_status
+from service.secrets import mask_url
 
 # Everything an exchange with aiohttp may raise on the wire.
 FOREIGN_ERRORS: tuple[type[BaseException], ...] = (aiohttp.ClientError, TimeoutError, OSError)
@@ -39,9 +40,13 @@ _SECRET_JSON = re.compile(
 
 
 def redact_url(url: str | URL) -> str:
-    """``url`` without userinfo and with secret-looking query values masked."""
+    """``url`` without userinfo and with secret-looking query values masked.
+
+    The text goes through the one ``mask_url`` first: yarl misreads a password holding
+    an unencoded ``@``, and part of it would otherwise survive.
+    """
     try:
-        u = URL(url) if isinstance(url, str) else url
+        u = URL(mask_url(str(url)))
     except ValueError:
         return "<invalid url>"
     if u.user is not None or u.password is not None:

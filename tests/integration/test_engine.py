@@ -33,9 +33,6 @@ class SourceConnector(Connector):
     gate: ClassVar[asyncio.Event | None] = None
     full_pass: ClassVar[bool] = False
 
-    def make_auth(self) -> None:
-        return None
-
     async def pull(self, ctx: StreamContext) -> AsyncIterator[Batch]:
         offset = int((ctx.state or {}).get("offset", 0))
         yielded = 0
