@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from typer.core import TyperOption
 
 from service.config import (
     ConfigProblems,
@@ -37,6 +38,15 @@ from service.console import (
 from service.errors import ConfigError, InputError, SyncError
 from service.logging import redact_text, setup_logging
 from service.render import plain, push_summary, push_table, runs_table
+
+
+def _flag_type(self: TyperOption, ctx: Any) -> str | None:
+    """Flags take no value, so their help shows no type (typer prints ``<bool>``)."""
+    return None if self.is_flag else _typer_display_type(self, ctx)
+
+
+_typer_display_type = TyperOption.display_type_rich
+TyperOption.display_type_rich = _flag_type  # type: ignore[method-assign]
 
 app = typer.Typer(
     name="vendorsync",
@@ -220,7 +230,13 @@ def resync(
         bool, typer.Option("--full", help="Ignore checkpoints; re-read everything.")
     ] = False,
     since: Annotated[
-        str | None, typer.Option("--since", help="Re-read from this ISO 8601 time.")
+        str | None,
+        typer.Option(
+            "--since",
+            help="Also re-read records changed at or after this ISO 8601 time (UTC if no "
+            "zone), even if staged and unchanged. Not a filter: new and changed records "
+            "are read as always, and a first run reads everything.",
+        ),
     ] = None,
     config: ConfigOpt = None,
 ) -> None:
