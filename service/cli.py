@@ -110,9 +110,14 @@ def _options(
 
 
 @app.command("check-config")
-def check_config(config: ConfigOpt = None) -> None:
-    """Validate the configuration (every error, one line each) and print the effective
-    settings, secrets masked; warnings about wasteful values go to stderr."""
+def check_config(
+    config: ConfigOpt = None,
+    show: bool = typer.Option(
+        False, "--show", help="Print the effective settings (JSON, secrets masked)."
+    ),
+) -> None:
+    """Validate the configuration: every error one line each (exit 2), warnings about
+    wasteful values on stderr, then a short summary (or the settings with --show)."""
     from service.engine.runtime import check_streams
 
     settings = settings_from(config, every_error=True)
@@ -122,7 +127,29 @@ def check_config(config: ConfigOpt = None) -> None:
         fail(f"config: {exc}", 2)
     for warning in config_warnings(settings):
         err.print(error_line(warning, "warning:"), highlight=False, soft_wrap=True)
-    out.print_json(json.dumps(effective_config(settings)))
+    if show:
+        out.print_json(json.dumps(effective_config(settings)))
+        return
+    out.print(plain(config_summary(settings, config)), soft_wrap=True)
+
+
+def config_summary(settings: Settings, path: Path | None) -> str:
+    """``config OK`` plus where the data goes and what runs, one line each."""
+    from service.config import config_path, mask_url
+
+    lines = [f"config OK: {config_path(path)}", f"database: {mask_url(settings.database.url)}"]
+    for name, vs in settings.vendors.items():
+        if not vs.enabled:
+            lines.append(f"{name}: disabled")
+            continue
+        streams = vs.enabled_streams()
+        lines.append(
+            f"{name}: {len(streams)} stream(s) ({', '.join(streams) or 'none'}), "
+            f"{vs.auth.kind} auth, {vs.max_parallel} parallel, {vs.rate_per_s:g}/s, "
+            f"schedule {vs.schedule}"
+        )
+    lines.append("(--show prints the effective settings, secrets masked)")
+    return "\n".join(lines)
 
 
 @app.command()
@@ -377,6 +404,7 @@ def push_enqueue(
 @app.command()
 def demo(
     records: int = typer.Option(30, min=10, max=10_000, help="Sandbox records per entity."),
+    as_json: bool = typer.Option(False, "--json", help="End with a one-line JSON summary."),
     config: ConfigOpt = None,
 ) -> None:
     """Sandbox + SQLite end to end: full sync, mutations, incremental sync, push, summary."""
@@ -391,7 +419,10 @@ def demo(
     }
     for table in render(phases, report, caps):
         out.print(table)
-    out.print(summary_json(phases, report), highlight=False, soft_wrap=True)
+    if as_json:  # for scripts; the tables above are for people
+        out.print(summary_json(phases, report), highlight=False, soft_wrap=True)
+    else:
+        out.print("Inspect the staged data: vendorsync status", highlight=False)
     failed = [r for ph in phases for r in ph.results if r.status != "succeeded"]
     if failed:
         fail(f"{len(failed)} stream run(s) failed", 1)

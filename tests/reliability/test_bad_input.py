@@ -138,7 +138,7 @@ def test_check_config_lists_every_error(tmp_path: Path) -> None:
 
 def test_short_timeout_is_a_warning(tmp_path: Path) -> None:
     cfg = config(tmp_path, (VENDOR, VENDOR + "\ntimeout_s = 5\nvendor_timeout_s = 30"))
-    proc = run("check-config", "--config", str(cfg), cwd=tmp_path)
+    proc = run("check-config", "--show", "--config", str(cfg), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
@@ -154,12 +154,12 @@ def test_check_config_never_prints_url_secrets(tmp_path: Path) -> None:
         (VENDOR, 'base_url = "http://api:basesecret@127.0.0.1:1/aimsio"'),
         (DB, 'url = "postgresql+asyncpg://app@db.test/vs?password=dbsecret"'),
     )
-    proc = run("check-config", "--config", str(cfg), cwd=tmp_path)
+    proc = run("check-config", "--show", "--config", str(cfg), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "basesecret" not in proc.stdout + proc.stderr
     assert "dbsecret" not in proc.stdout + proc.stderr
     encoded = config(tmp_path, (DB, 'url = "postgresql://u:p%40ss@h/db"'))
-    proc = run("check-config", "--config", str(encoded), cwd=tmp_path)
+    proc = run("check-config", "--show", "--config", str(encoded), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "p%40ss" not in proc.stdout
 

@@ -91,7 +91,7 @@ def test_broken_config_is_one_line_naming_the_key(project: Path) -> None:
 
 
 def test_check_config_masks_secrets(project: Path) -> None:
-    proc = run("check-config", cwd=project)
+    proc = run("check-config", "--show", cwd=project)
     assert proc.returncode == 0, proc.stderr
     assert "demo-secret" not in proc.stdout
     assert json.loads(proc.stdout)["vendors"]["aimsio"]["auth"]["password"] == "***"
