@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -69,6 +70,12 @@ class Batch:
     records: list[Record]
     state: JSON | None = None
     seen_keys: frozenset[str] | None = None
+    # A complete pass too large to hold its keys in memory instead marks what it saw in
+    # the database batch by batch: ``marks`` (keys seen besides the batch's own records;
+    # ``()`` for none) on every batch, and ``complete`` on the last one, when the engine
+    # soft-deletes every live row the run did not mark. An incomplete pass deletes nothing.
+    marks: Collection[str] | None = None
+    complete: bool = False
     deleted_keys: list[str] = field(default_factory=list)
     # Records the connector knew to be unchanged and did not fetch (counted, not written).
     unchanged: int = 0

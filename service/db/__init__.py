@@ -16,8 +16,10 @@ from service.db.leases import acquire_lease, release_lease, renew_lease
 from service.db.records import (
     count_live,
     fetch_live,
+    mark_seen,
     soft_delete_keys,
     soft_delete_missing,
+    soft_delete_unseen,
     staged_cursors,
 )
 from service.db.runs import (
@@ -44,6 +46,7 @@ __all__ = [
     "head_revision",
     "last_full_run_at",
     "load_state",
+    "mark_seen",
     "mask_url",
     "migrate",
     "recent_runs",
@@ -53,6 +56,7 @@ __all__ = [
     "schema_revision",
     "soft_delete_keys",
     "soft_delete_missing",
+    "soft_delete_unseen",
     "sqlite_file",
     "staged_cursors",
     "start_run",

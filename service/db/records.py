@@ -86,6 +86,45 @@ async def soft_delete_missing(
 
 
 @translate_db_errors()
+async def mark_seen(
+    conn: AsyncConnection, vendor: str, stream: str, keys: Collection[str], *, run_id: int
+) -> int:
+    """Record that run ``run_id`` saw these keys (live or not); returns rows marked."""
+    marked = 0
+    for chunk in chunks(sorted(set(keys))):
+        result = await conn.execute(
+            sa.update(t)
+            .where(
+                t.c.vendor == vendor,
+                t.c.stream == stream,
+                t.c.record_key.in_(list(chunk)),
+            )
+            .values(seen_run_id=run_id)
+        )
+        marked += result.rowcount
+    return marked
+
+
+@translate_db_errors()
+async def soft_delete_unseen(
+    conn: AsyncConnection, vendor: str, stream: str, *, run_id: int, now: datetime
+) -> int:
+    """After a complete pass marked with ``mark_seen``: soft-delete every live row the run
+    did not see, in one statement (no key set in memory, however large the stream)."""
+    result = await conn.execute(
+        sa.update(t)
+        .where(
+            t.c.vendor == vendor,
+            t.c.stream == stream,
+            t.c.deleted_at.is_(None),
+            sa.or_(t.c.seen_run_id.is_(None), t.c.seen_run_id != run_id),
+        )
+        .values(deleted_at=require_aware(now), last_run_id=run_id)
+    )
+    return int(result.rowcount)
+
+
+@translate_db_errors()
 async def soft_delete_keys(
     conn: AsyncConnection,
     vendor: str,

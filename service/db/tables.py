@@ -73,6 +73,8 @@ staged_record = sa.Table(
     # The run that last wrote the row. Deliberately no foreign key: its per-row check cost
     # a quarter of the upsert's server time on PostgreSQL, and runs are never deleted.
     sa.Column("last_run_id", ID_TYPE, nullable=True),
+    # The last run whose complete pass saw the row (marked batch by batch; see records.py).
+    sa.Column("seen_run_id", ID_TYPE, nullable=True),
     sa.UniqueConstraint("vendor", "stream", "record_key"),
 )
 

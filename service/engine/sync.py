@@ -24,10 +24,12 @@ from service.db import (
     finish_run,
     last_full_run_at,
     load_state,
+    mark_seen,
     renew_lease,
     save_state,
     soft_delete_keys,
     soft_delete_missing,
+    soft_delete_unseen,
     staged_cursors,
     start_run,
     translate_db_errors,
@@ -155,6 +157,13 @@ async def commit_batch(
             if batch.seen_keys is not None:
                 counts.deleted += await soft_delete_missing(
                     conn, vendor, stream, batch.seen_keys, run_id=run_id, now=now
+                )
+            if batch.marks is not None:
+                seen = {r.key for r in batch.records} | set(batch.marks)
+                await mark_seen(conn, vendor, stream, seen, run_id=run_id)
+            if batch.complete:
+                counts.deleted += await soft_delete_unseen(
+                    conn, vendor, stream, run_id=run_id, now=now
                 )
             if batch.state is not None and batch.state != prior_state:
                 await save_state(conn, vendor, stream, batch.state, now=now)
