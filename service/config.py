@@ -28,9 +28,11 @@ from service.errors import ConfigError
 from service.secrets import mask_url
 from service.validation import (
     DAY_S,
+    blackout_remaining_s,
     non_finite,
     parse_duration_s,
     parse_every_s,
+    parse_window,
     validate_database_url,
     validate_http_url,
     validate_schedule,
@@ -39,12 +41,14 @@ from service.validation import (
 __all__ = [
     "ConfigProblems",
     "Settings",
+    "blackout_remaining_s",
     "config_warnings",
     "effective_config",
     "load_settings",
     "mask_url",
     "parse_duration_s",
     "parse_every_s",
+    "parse_window",
     "validate_schedule",
 ]
 
@@ -195,6 +199,10 @@ class VendorSettings(_Model):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     retry: RetrySettings = Field(default_factory=RetrySettings)
     streams: dict[str, StreamSettings] = Field(default_factory=dict)
+    # Daily UTC windows ("05:58-06:10") when the vendor is unavailable (iMIS restores its
+    # database twice a day): no run starts inside one, and a call failing inside one waits
+    # for its end instead of spending retries. None: the connector's own windows.
+    blackouts: list[str] | None = None
     options: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("base_url")
@@ -217,6 +225,13 @@ class VendorSettings(_Model):
     @classmethod
     def _schedule(cls, v: str) -> str:
         return validate_schedule(v)
+
+    @field_validator("blackouts")
+    @classmethod
+    def _blackouts(cls, v: list[str] | None) -> list[str] | None:
+        for window in v or []:
+            parse_window(window)
+        return v
 
     def enabled_streams(self) -> list[str]:
         return [name for name, s in self.streams.items() if s.enabled]

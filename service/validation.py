@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -152,3 +153,34 @@ def non_finite(data: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...
     elif isinstance(data, list):
         for i, value in enumerate(data):
             yield from non_finite(value, (*path, str(i)))
+
+
+# --- blackout windows ---------------------------------------------------------------------
+
+_WINDOW = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
+
+
+def parse_window(text: str) -> tuple[int, int]:
+    """``"05:58-06:10"`` (UTC, daily) → (start, end) in minutes of the day; may wrap midnight."""
+    m = _WINDOW.match(text)
+    if not m:
+        raise ValueError(f"not a daily UTC window like '05:58-06:10': {text!r}")
+    h1, m1, h2, m2 = (int(g) for g in m.groups())
+    if h1 > 23 or h2 > 23 or m1 > 59 or m2 > 59:
+        raise ValueError(f"not a time of day in {text!r}")
+    start, end = h1 * 60 + m1, h2 * 60 + m2
+    if start == end:
+        raise ValueError(f"empty window {text!r}")
+    return start, end
+
+
+def blackout_remaining_s(windows: Sequence[tuple[int, int]], now: datetime) -> float:
+    """Seconds until the blackout window ``now`` falls in ends (0.0 when in none)."""
+    utc = now.astimezone(UTC)
+    minute = utc.hour * 60 + utc.minute + utc.second / 60 + utc.microsecond / 60e6
+    for start, end in windows:
+        if start < end and start <= minute < end:
+            return (end - minute) * 60
+        if start > end and (minute >= start or minute < end):  # wraps midnight
+            return ((end - minute) % 1440) * 60
+    return 0.0

@@ -118,6 +118,8 @@ class Connector:
     # The vendor's login details that config need not repeat (token path, header, …):
     # the runtime builds the auth kind the config names from these plus the config.
     auth_defaults: ClassVar[dict[str, Any]] = {}
+    # Daily UTC windows when the vendor is known to be down (config `blackouts` overrides).
+    default_blackouts: ClassVar[tuple[str, ...]] = ()
     # How long the vendor may queue a call before working on it (then it times the call
     # out). A call we abandon holds its parallel slot until ``timeout_s`` plus this after
     # it was sent, unless the connection configures ``vendor_timeout_s``.

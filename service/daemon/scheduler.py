@@ -23,13 +23,14 @@ from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client import CollectorRegistry
 
-from service.config import Settings, parse_every_s
+from service.config import Settings, blackout_remaining_s, parse_every_s, parse_window
+from service.connectors import connector_class
 from service.daemon.health import build_health_app
 from service.daemon.metrics import DaemonMetrics
 from service.db import check_schema
 from service.db.outbox import outbox_summary
 from service.engine.push import push_once
-from service.engine.runtime import Runtime
+from service.engine.runtime import Runtime, blackouts_of
 from service.engine.sync import execute_stream
 from service.errors import LeaseHeld, SyncError
 
@@ -88,6 +89,11 @@ class Daemon:
         async def go() -> None:
             if (vendor, stream) in self._active:
                 return  # its regular job and a busy-retry met; one run is enough
+            wait_s = self._blackout_s(vendor)
+            if wait_s > 0:  # the vendor is known to be down: start once it is back
+                log.info("skipped: blackout window", vendor=vendor, stream=stream, wait_s=wait_s)
+                self._retry_soon(rt, vendor, stream, delay_s=wait_s + 1)
+                return
             self._active.add((vendor, stream))
             try:
                 result = await execute_stream(rt, vendor, stream, "schedule")
@@ -109,12 +115,21 @@ class Daemon:
 
         await self._tracked(go())
 
-    def _retry_soon(self, rt: Runtime, vendor: str, stream: str) -> None:
+    def _blackout_s(self, vendor: str) -> float:
+        vs = self.settings.vendors[vendor]
+        windows = [parse_window(w) for w in blackouts_of(vs, connector_class(vendor))]
+        return blackout_remaining_s(windows, datetime.now(UTC))
+
+    def _retry_soon(
+        self, rt: Runtime, vendor: str, stream: str, *, delay_s: float | None = None
+    ) -> None:
         """A busy stream is tried again after about one heartbeat of its holder, not a
-        whole schedule interval later (the holder releases it as soon as it is done)."""
+        whole schedule interval later (the holder releases it as soon as it is done);
+        one skipped for a blackout window, once the window has ended."""
         if self._scheduler is None or not self._accepting:
             return
-        delay_s = min(BUSY_RETRY_MAX_S, max(1.0, self.settings.sync.heartbeat_s))
+        if delay_s is None:
+            delay_s = min(BUSY_RETRY_MAX_S, max(1.0, self.settings.sync.heartbeat_s))
         delay_s *= 1 + random.random() / 4  # replicas retrying together spread out
         self._scheduler.add_job(
             self._sync_job,

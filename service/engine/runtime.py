@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import socket
 import uuid
@@ -20,7 +21,13 @@ from prometheus_client import CollectorRegistry
 from pydantic import SecretStr, ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.config import AuthSettings, Settings
+from service.config import (
+    AuthSettings,
+    Settings,
+    VendorSettings,
+    blackout_remaining_s,
+    parse_window,
+)
 from service.connectors import Connector, connector_class
 from service.db import check_schema, create_engine
 from service.engine.lease import HeldLease
@@ -80,6 +87,11 @@ def check_streams(settings: Settings) -> None:
                     err["msg"].removeprefix("Value error, "),
                     key=f"{key}.options" + (f".{where}" if where else ""),
                 ) from None
+
+
+def blackouts_of(settings: VendorSettings, cls: type[Connector]) -> list[str]:
+    """The vendor's blackout windows: from config, else its connector's known ones."""
+    return list(settings.blackouts if settings.blackouts is not None else cls.default_blackouts)
 
 
 def login_spec(auth: AuthSettings, defaults: Mapping[str, Any]) -> LoginSpec:
@@ -219,6 +231,9 @@ class Runtime:
             connect_timeout_s=settings.connect_timeout_s,
             vendor_timeout_s=vendor_timeout_s,
         )
+        windows = [parse_window(w) for w in blackouts_of(settings, cls)]
+        if windows:
+            client.blackout = functools.partial(blackout_remaining_s, windows)
         connector = cls(settings, client)
         client.auth = build_auth(login_spec(settings.auth, cls.auth_defaults), client)
         self._connectors[vendor] = connector

@@ -12,9 +12,10 @@ body) or that never connected frees its slot at once.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -111,6 +112,9 @@ class VendorClient:
         vendor_timeout_s: float | None = None,
     ) -> None:
         self._owner = owner
+        # Seconds until the vendor's current blackout window ends (0.0: none); set by the
+        # runtime from config. A retriable failure inside a window waits it out.
+        self.blackout: Callable[[datetime], float] | None = None
         self.vendor = vendor
         self.base_url = base_url
         self.limiter = limiter
@@ -382,6 +386,16 @@ class VendorClient:
                     attempt -= 1  # a token refresh is not a failure of the request
                     continue
                 raise err
+
+            wait_s = self.blackout(self._owner.now()) if self.blackout is not None else 0.0
+            if wait_s > 0 and isinstance(err, RetriableError):
+                # A known outage: wait for its end (the whole vendor) instead of spending
+                # retries, and start the retry budget afresh afterwards.
+                self.limiter.pause(wait_s)
+                log.info("http.blackout", vendor=self.vendor, wait_s=round(wait_s, 1))
+                attempt -= 1
+                first_sent = None
+                continue
 
             overload = isinstance(err, RateLimited) or (
                 isinstance(err, ServerError) and err.status in OVERLOAD_STATUSES

@@ -197,3 +197,28 @@ async def test_run_once_counts_failures(
     assert daemon.failures == 2
     done = await rows(engine, sa.select(sync_run.c.status))
     assert [r.status for r in done] == ["failed", "failed"]
+
+
+async def test_no_run_starts_inside_a_blackout_window(
+    engine: AsyncEngine, db_url: str, sandbox: RunningSandbox
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime.now(UTC)
+    start, end = now - timedelta(minutes=1), now + timedelta(minutes=2)
+    settings = daemon_settings(db_url, sandbox)
+    settings.vendors["aimsio"].blackouts = [f"{start:%H:%M}-{end:%H:%M}"]
+    daemon = Daemon(settings)
+    stop = asyncio.Event()
+    task = asyncio.create_task(daemon.run(stop))
+
+    async def deferred() -> bool:
+        sched = daemon._scheduler
+        return sched is not None and sched.get_job("aimsio:User:busy-retry") is not None
+
+    await wait_for(deferred, timeout_s=10)
+    job = daemon._scheduler.get_job("aimsio:User:busy-retry")  # type: ignore[union-attr]
+    assert job.next_run_time >= end.replace(second=0, microsecond=0)  # after the window
+    stop.set()
+    await asyncio.wait_for(task, 30)
+    assert await rows(engine, sa.select(sync_run.c.id)) == []
