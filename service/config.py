@@ -52,7 +52,7 @@ __all__ = [
     "validate_schedule",
 ]
 
-VENDOR_IDS = ("aimsio", "aqua", "imis", "amilia", "aimms")
+VENDOR_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 DEFAULT_CONFIG_PATH = Path("config/vendorsync.toml")
 CONFIG_ENV = "VENDORSYNC_CONFIG"
 SECRET_FIELDS = ("password", "client_secret", "api_key", "token")
@@ -291,10 +291,15 @@ class Settings(BaseSettings):
 
     @field_validator("vendors")
     @classmethod
-    def _known_vendors(cls, v: dict[str, VendorSettings]) -> dict[str, VendorSettings]:
+    def _vendor_names(cls, v: dict[str, VendorSettings]) -> dict[str, VendorSettings]:
+        # Which connectors exist is the registry's business (checked with the streams);
+        # here only that the name is usable as an id in keys, labels and SQL names.
         for name in v:
-            if name not in VENDOR_IDS:
-                raise ValueError(f"unknown vendor {name!r} (known: {', '.join(VENDOR_IDS)})")
+            if not VENDOR_NAME.match(name):
+                raise ValueError(
+                    f"vendor name {name!r} must be lower-case letters, digits and '_' "
+                    "(starting with a letter, at most 64)"
+                )
         return v
 
     def vendor(self, name: str) -> VendorSettings:

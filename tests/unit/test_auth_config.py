@@ -80,3 +80,10 @@ def test_apikey_header_defaults_to_apikey() -> None:
     assert login_spec(auth, {}).header == "apikey"
     auth = vendor({"kind": "apikey", "api_key": "k", "header": "X-Key"}, name="aimms")
     assert login_spec(auth.vendors["aimms"].auth, {}).header == "X-Key"
+
+
+def test_a_vendor_without_a_connector_is_named_by_check_streams() -> None:
+    settings = Settings(vendors={"nosuch": {"base_url": "http://127.0.0.1:9"}})
+    with pytest.raises(ConfigError, match=r"vendors\.nosuch\.enabled: no connector for vendor"):
+        check_streams(settings)
+    check_streams(Settings(vendors={"nosuch": {"base_url": "http://x.test", "enabled": False}}))
