@@ -36,8 +36,9 @@ from service.console import (
     run_async,
 )
 from service.errors import ConfigError, InputError, SyncError
-from service.logging import redact_text, setup_logging
+from service.logging import setup_logging
 from service.render import plain, push_summary, push_table, runs_table
+from service.secrets import redact_text
 
 
 def _flag_type(self: TyperOption, ctx: Any) -> str | None:

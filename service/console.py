@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.text import Text
 
 from service.errors import ConfigError, InputError, SyncError
-from service.logging import redact_text
+from service.secrets import redact_text
 
 T = TypeVar("T")
 

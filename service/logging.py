@@ -10,20 +10,9 @@ from typing import Any
 
 import structlog
 
-from service.config import mask_url
+from service.secrets import redact_text
 
 SECRET_KEYS = re.compile(r"pass(word)?|secret|token|api_?key|authorization|cookie", re.I)
-# ``password=…`` in query strings and forms, and ``"password": "…"`` in JSON text.
-SECRET_IN_TEXT = re.compile(
-    r"(?i)((?:password|pwd|secret|token|api_?key|access_token)=)[^\s&\"',}]+"
-    r"|(\"(?:password|[a-z_]*secret|[a-z_]*token|api_?key)\"\s*:\s*\")[^\"]*"
-)
-
-
-def redact_text(text: str) -> str:
-    """Mask ``key=value`` secrets and URL passwords inside free text."""
-    masked = SECRET_IN_TEXT.sub(lambda m: (m.group(1) or m.group(2)) + "***", text)
-    return mask_url(masked)
 
 
 def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:

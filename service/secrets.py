@@ -1,4 +1,5 @@
-"""The one URL mask: every URL vendorsync prints or logs passes through ``mask_url``.
+"""The one secret redaction: ``redact_text`` for any text vendorsync prints or logs, built
+on ``mask_url``, which every URL passes through.
 
 Kept apart from ``service.config`` (which re-exports it) so logging and error
 translation can share it without pulling in the settings models' size.
@@ -40,3 +41,18 @@ def mask_url(text: str) -> str:
     user name, host, path and other parameters stay readable. Any scheme is handled.
     """
     return _URL.sub(_mask_one, text)
+
+
+# ``password=…`` in query strings and forms, ``"password": "…"`` in JSON text.
+SECRET_IN_TEXT = re.compile(
+    r"(?i)((?:password|passwd|pwd|secret|client_secret|token|access_token|api_?key|"
+    r"credential)=)[^\s&\"',}]+"
+    r"|(\"(?:password|passwd|[a-z_]*secret|[a-z_]*token|api_?key|credentials?)\"\s*:\s*\")"
+    r"[^\"]*"
+)
+
+
+def redact_text(text: str) -> str:
+    """Mask ``key=value`` and JSON ``"key": "value"`` secrets and URL passwords in text."""
+    masked = SECRET_IN_TEXT.sub(lambda m: (m.group(1) or m.group(2)) + MASK, text)
+    return mask_url(masked)

@@ -22,7 +22,7 @@ from service.errors import (
     VendorError,
 )
 from service.http.retry import classify_status
-from service.secrets import mask_url
+from service.secrets import mask_url, redact_text
 
 # Everything an exchange with aiohttp may raise on the wire.
 FOREIGN_ERRORS: tuple[type[BaseException], ...] = (aiohttp.ClientError, TimeoutError, OSError)
@@ -31,11 +31,6 @@ MASK = "***"
 EXCERPT_CHARS = 200
 _SECRET_NAME = re.compile(
     r"pass|pwd|secret|token|key|sig|auth|session|credential|bearer", re.IGNORECASE
-)
-_SECRET_JSON = re.compile(
-    r"""(["']?[\w-]*(?:pass|pwd|secret|token|key|auth|credential)[\w-]*["']?\s*[:=]\s*)"""
-    r"""("[^"]*"|'[^']*'|[^\s,&}]+)""",
-    re.IGNORECASE,
 )
 
 
@@ -60,7 +55,7 @@ def body_excerpt(body: bytes | str, limit: int = EXCERPT_CHARS) -> str:
     """A short, single-line, secret-masked excerpt of a response body for messages."""
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
     text = " ".join(text[: limit * 4].split())
-    text = _SECRET_JSON.sub(lambda m: m.group(1) + MASK, text)
+    text = redact_text(text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

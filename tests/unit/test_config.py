@@ -75,7 +75,7 @@ def test_effective_config_masks_every_secret(tmp_path: Path) -> None:
     ("change", "key"),
     [
         (
-            ('[vendors.aimsio]', '[vendors."No-Such"]\nbase_url="http://x"\n[vendors.aimsio]'),
+            ("[vendors.aimsio]", '[vendors."No-Such"]\nbase_url="http://x"\n[vendors.aimsio]'),
             "vendors",
         ),
         (

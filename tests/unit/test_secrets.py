@@ -10,7 +10,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from service.config import effective_config, load_settings, mask_url
-from service.logging import redact_text
+from service.secrets import redact_text
 
 # Anything but whitespace may appear in a password (``@``, ``/``, ``?``, ``:``, quotes …).
 _PART = st.text(alphabet=st.characters(blacklist_categories=("Zs", "Zl", "Zp", "Cc", "Cs")))
