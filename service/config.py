@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -22,7 +23,12 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 from service.errors import ConfigError
 from service.secrets import mask_url
@@ -52,6 +58,8 @@ __all__ = [
     "validate_schedule",
 ]
 
+# The file ``load_settings`` is reading (a context variable: loads may run concurrently).
+_TOML_FILE: ContextVar[Path | None] = ContextVar("vendorsync_toml_file", default=None)
 VENDOR_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 DEFAULT_CONFIG_PATH = Path("config/vendorsync.toml")
 CONFIG_ENV = "VENDORSYNC_CONFIG"
@@ -286,8 +294,12 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The TOML file arrives as init kwargs; the environment overrides it.
-        return (env_settings, init_settings)
+        # Explicit arguments, then the environment, then the TOML file ``load_settings``
+        # names (read by pydantic-settings' own TOML source).
+        toml_file = _TOML_FILE.get()
+        if toml_file is None:
+            return (init_settings, env_settings)
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file))
 
     @field_validator("vendors")
     @classmethod
@@ -399,14 +411,18 @@ def load_settings(path: str | Path | None = None) -> Settings:
     Any problem raises a one-line ``ConfigError``; several raise ``ConfigProblems``, which
     lists each of them.
     """
-    raw = _read_toml(config_path(path))
+    file = config_path(path)
+    raw = _read_toml(file)  # first: one clear line for a missing, binary or broken file
     problems: list[ConfigError] = []
+    token = _TOML_FILE.set(file)
     try:
-        settings = Settings(**raw)
+        settings = Settings()
     except ValidationError as exc:
         problems = [_problem(e) for e in exc.errors()]
     else:
         problems = _missing_credentials(settings)
+    finally:
+        _TOML_FILE.reset(token)
     # NaN and infinities also inside free-form ``options``, which the models do not type.
     reported = {p.key for p in problems}
     for where in non_finite(raw):
