@@ -89,7 +89,8 @@ DENIED = "Authorization has been denied for this request."
 DEMO_CREDENTIALS: dict[str, str] = {
     "user": "demo@amilia.test",
     "password": "demo-secret",
-    "org": ORG_SLUG,
+    # The id, as config/vendorsync.toml and the README use it; the slug reaches it too.
+    "org": f"{ORG_ID} (or {ORG_SLUG})",
 }
 EXAMPLE_PATH = f"/api/v3/en/org/{ORG_ID}/accounts"
 
