@@ -218,3 +218,33 @@ async def test_scheduled_runs_reread_everything_every_full_every(
     async with engine.connect() as conn:
         fulls = [r.full for r in await conn.execute(sa.select(sync_run.c.full).order_by("id"))]
     assert fulls == [True, False, True, False]
+
+
+async def test_the_engine_closes_the_connectors_generator_at_once(
+    engine: AsyncEngine, db_url: str, monkeypatch: Any
+) -> None:
+    """A failing commit closes the connector's pull right away (its cleanup runs before
+    the run returns), not whenever the garbage collector gets to it."""
+    from service.connectors import REGISTRY, Connector, StreamContext, StreamSpec
+    from service.models import Batch, Record
+
+    events: list[str] = []
+
+    class Leaky(Connector):
+        vendor = VENDOR
+        stream_specs = (StreamSpec("items", "id"),)
+
+        async def pull(self, ctx: StreamContext) -> AsyncIterator[Batch]:
+            try:
+                yield Batch(records=[Record("items", "bad\u0000key", {"id": 1})], state={})
+                yield Batch(records=[Record("items", "k", {"id": {2}})], state={})  # no JSON
+                events.append("not reached")
+            finally:
+                events.append("closed")
+
+    monkeypatch.setitem(REGISTRY, VENDOR, Leaky)
+    async with Runtime(make_settings(db_url), db=engine) as rt:
+        result = await execute_stream(rt, VENDOR, "items", "manual")
+        assert events == ["closed"]  # before execute_stream returned
+    assert result.status == "failed"  # a set is not JSON: the commit fails
+    assert result.counts.invalid == 1
