@@ -124,8 +124,10 @@ def check_config(
     settings = settings_from(config, every_error=True)
     try:
         check_streams(settings)
-    except ConfigError as exc:
-        fail(f"config: {exc}", 2)
+    except ConfigProblems as exc:
+        for problem in exc.problems:
+            err.print(error_line(f"config: {problem}"), highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
     for warning in config_warnings(settings):
         err.print(error_line(warning, "warning:"), highlight=False, soft_wrap=True)
     if show:

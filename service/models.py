@@ -12,9 +12,13 @@ from typing import Any
 JSON = dict[str, Any]
 
 
+# One encoder, built once: the staging upsert serialises every payload with it.
+CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical_json(payload: Any) -> str:
     """Stable serialisation: equal payloads always give equal text (and hash)."""
-    return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return CANONICAL.encode(payload)
 
 
 def payload_hash(payload: Any) -> str:

@@ -22,7 +22,7 @@ from service.db.dialect import is_postgres
 from service.db.engine import translate_db_errors
 from service.db.records import chunks
 from service.db.tables import UTCDateTime, require_aware, staged_record
-from service.models import Record, UpsertCounts
+from service.models import CANONICAL, Record, UpsertCounts
 
 PIPELINE_ROWS = 250
 """PostgreSQL rows per write: the next rows are serialised while these are written."""
@@ -44,13 +44,8 @@ def _latest(records: Iterable[Record]) -> list[Record]:
     return list(latest.values())
 
 
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-"""service.models.canonical_json's settings, without building an encoder for every payload."""
-
-
 def _prepare_row(record: Record) -> PreparedRow:
-    text = _CANONICAL.encode(record.payload)
-    # Same text and digest as service.models.canonical_json and payload_hash.
+    text = CANONICAL.encode(record.payload)  # the text and digest of canonical_json
     return (record.key, record.cursor, text, hashlib.sha256(text.encode()).hexdigest())
 
 

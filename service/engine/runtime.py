@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.config import (
     AuthSettings,
+    ConfigProblems,
     Settings,
     VendorSettings,
     blackout_remaining_s,
@@ -54,39 +55,51 @@ def default_owner() -> str:
 
 def check_streams(settings: Settings) -> None:
     """Every enabled vendor has a connector, and every configured stream is one it serves,
-    with options its connector accepts."""
+    with options its connector accepts. Raises ``ConfigProblems`` naming every problem."""
+    problems: list[ConfigError] = []
     for vendor, vs in settings.vendors.items():
-        if not vs.enabled:
-            continue
-        try:
-            cls = connector_class(vendor)
-        except KeyError as exc:
-            raise ConfigError(exc.args[0], key=f"vendors.{vendor}.enabled") from None
-        if (
-            vs.auth.kind in ("password_grant", "basic_jwt")
-            and vs.auth.token_path is None
-            and "token_path" not in cls.auth_defaults
-        ):
-            raise ConfigError(
+        if vs.enabled:
+            problems.extend(_vendor_problems(vendor, vs))
+    if problems:
+        raise ConfigProblems(problems)
+
+
+def _vendor_problems(vendor: str, vs: VendorSettings) -> list[ConfigError]:
+    try:
+        cls = connector_class(vendor)
+    except KeyError as exc:
+        return [ConfigError(exc.args[0], key=f"vendors.{vendor}.enabled")]
+    problems = []
+    if (
+        vs.auth.kind in ("password_grant", "basic_jwt")
+        and vs.auth.token_path is None
+        and "token_path" not in cls.auth_defaults
+    ):
+        problems.append(
+            ConfigError(
                 f"required for {vs.auth.kind} ({vendor}'s connector knows no login path)",
                 key=f"vendors.{vendor}.auth.token_path",
             )
-        for stream, ss in vs.streams.items():
-            key = f"vendors.{vendor}.streams.{stream}"
-            try:
-                cls.check_stream(stream, ss.options)
-            except KeyError:
-                known = ", ".join(cls.known_streams())
-                raise ConfigError(
-                    f"{vendor} has no stream {stream!r} (known: {known})", key=key
-                ) from None
-            except ValidationError as exc:
-                err = exc.errors()[0]
+        )
+    for stream, ss in vs.streams.items():
+        key = f"vendors.{vendor}.streams.{stream}"
+        try:
+            cls.check_stream(stream, ss.options)
+        except KeyError:
+            known = ", ".join(cls.known_streams())
+            problems.append(
+                ConfigError(f"{vendor} has no stream {stream!r} (known: {known})", key=key)
+            )
+        except ValidationError as exc:
+            for err in exc.errors():
                 where = ".".join(str(p) for p in err["loc"])
-                raise ConfigError(
-                    err["msg"].removeprefix("Value error, "),
-                    key=f"{key}.options" + (f".{where}" if where else ""),
-                ) from None
+                problems.append(
+                    ConfigError(
+                        err["msg"].removeprefix("Value error, "),
+                        key=f"{key}.options" + (f".{where}" if where else ""),
+                    )
+                )
+    return problems
 
 
 def blackouts_of(settings: VendorSettings, cls: type[Connector]) -> list[str]:

@@ -81,3 +81,12 @@ def test_spec_fields_read_payloads() -> None:
     assert spec.cursor_of({"meta": {"updatedAt": 17}}) == "17"
     assert spec.cursor_of({"meta": None}) is None
     assert field_value({"a": {"b": {"c": 0}}}, "a.b.c") == 0
+
+
+def test_every_stream_problem_is_reported(connector: type[QueryConnector]) -> None:
+    from service.config import ConfigProblems
+
+    with pytest.raises(ConfigProblems) as info:
+        check_streams(settings({"A": {"options": {}}, "B": {"options": {"query": "q", "x": 1}}}))
+    keys = [p.key for p in info.value.problems]
+    assert keys == ["vendors.imis.streams.A.options.query", "vendors.imis.streams.B.options.x"]
