@@ -56,14 +56,22 @@ def request_scope() -> Iterator[RequestTally]:
 class RequestStats:
     """Counters for one vendor, one entry per attempt (retries and logins included).
 
+    The one place requests are counted: run summaries (``request_scope``), benchmarks and
+    the demo read these, and each count is forwarded to ``metrics`` (Prometheus) as made.
     ``peak_per_s`` is the most attempts the client started within any window of
     ``window_s`` (send times, as the client saw them).
     """
 
     def __init__(
-        self, vendor: str, *, clock: Callable[[], float] = time.monotonic, window_s: float = 1.0
+        self,
+        vendor: str,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        window_s: float = 1.0,
+        metrics: HttpMetrics | None = None,
     ) -> None:
         self.vendor = vendor
+        self.metrics = metrics
         self._clock = clock
         self.window_s = window_s
         self.reset()
@@ -98,6 +106,8 @@ class RequestStats:
         while recent and now - recent[0] >= self.window_s:
             recent.popleft()
         self.peak_per_s = max(self.peak_per_s, len(recent))
+        if self.metrics is not None:
+            self.metrics.observe_wait(self.vendor, wait_s)
 
     def record_outcome(
         self, *, latency_s: float, status: int | None = None, error: str | None = None
@@ -111,6 +121,9 @@ class RequestStats:
                 self.rate_limited += 1
         if error is not None:
             self.errors[error] += 1
+        if self.metrics is not None:
+            outcome = str(status) if status is not None else "error"
+            self.metrics.observe_outcome(self.vendor, outcome, latency_s)
 
     def record_retry(self) -> None:
         self.retries += 1
@@ -118,6 +131,8 @@ class RequestStats:
     def record_abandoned(self) -> None:
         """An attempt we gave up on after sending; the vendor may still be working on it."""
         self.abandoned += 1
+        if self.metrics is not None:
+            self.metrics.observe_abandoned(self.vendor)
 
     def snapshot(self) -> dict[str, Any]:
         return {

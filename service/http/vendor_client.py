@@ -127,7 +127,7 @@ class VendorClient:
         self.stream_timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=connect_timeout_s, sock_read=timeout_s
         )
-        self.stats = RequestStats(vendor, clock=owner.clock)
+        self.stats = RequestStats(vendor, clock=owner.clock, metrics=owner.metrics)
 
     def __repr__(self) -> str:
         return f"VendorClient({self.vendor!r}, {redact_url(self.base_url)!r}, auth={self.auth!r})"
@@ -230,9 +230,6 @@ class VendorClient:
         assert ex.sent_at is not None
         latency_s = self._owner.clock() - ex.sent_at
         self.stats.record_outcome(latency_s=latency_s, status=status, error=error or None)
-        if self._owner.metrics is not None:
-            outcome = str(status) if status is not None else "error"
-            self._owner.metrics.observe_outcome(self.vendor, outcome, latency_s)
 
     def _abandon(self, ex: _Exchange) -> None:
         """Keep the attempt's parallel slot until the vendor would have ended it."""
@@ -243,8 +240,6 @@ class VendorClient:
             return  # its headers never left: the vendor has nothing to work on
         grant.abandon(self.vendor_timeout_s)
         self.stats.record_abandoned()
-        if self._owner.metrics is not None:
-            self._owner.metrics.observe_abandoned(self.vendor)
 
     def _stream_failed(self, ex: _Exchange, exc: BaseException) -> VendorError:
         self.stats.errors[type(exc).__name__] += 1
@@ -270,8 +265,6 @@ class VendorClient:
         ex.sent_at = self._owner.clock()
         in_flight = self.limiter.in_flight + self.limiter.held
         self.stats.record_send(wait_s=grant.wait_s, in_flight=in_flight)
-        if self._owner.metrics is not None:
-            self._owner.metrics.observe_wait(self.vendor, grant.wait_s)
         try:
             resp = await stack.enter_async_context(
                 self._owner.session.request(
