@@ -247,7 +247,7 @@ class TaskRunner:
             await self.interrupt(task_id)
             raise TaskStuck(
                 f"AIMMS PRO task {task_id} ({opts.describe()}) not finished after "
-                f"{opts.deadline_s:.0f}s; interrupted with interrupt-solve",
+                f"{opts.deadline_s:g}s; interrupted with interrupt-solve",
                 vendor=VENDOR,
             ) from exc
         assert status.result is not None
