@@ -23,7 +23,6 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from datetime import date, datetime
 from typing import Any, ClassVar
 
 from pydantic import BaseModel
@@ -44,7 +43,6 @@ from service.models import JSON, Batch, Record
 
 V1 = "/pro-api/v1"
 VENDOR = "aimms"
-KEY_WARN_DAYS = 30
 
 # Stream → (default path, scope, record key of one item). Paths of the "Authentication"
 # section were not retrieved from the vendor: they are assumptions, configurable.
@@ -117,31 +115,6 @@ def changed_tasks(records: list[Record], staged: dict[str, str | None]) -> list[
     return [r for r in records if r.key not in staged or staged[r.key] != r.cursor]
 
 
-def key_expiry_warning(expires: date | None, today: date) -> str | None:
-    """A warning when the API key expires within 30 days (or has expired), else None."""
-    if expires is None:
-        return None
-    left = (expires - today).days
-    if left < 0:
-        return f"AIMMS PRO API key expired on {expires.isoformat()}: create a new key"
-    if left <= KEY_WARN_DAYS:
-        return (
-            f"AIMMS PRO API key expires on {expires.isoformat()} ({left} days): create a new "
-            "key (keys live at most one year) and update the config"
-        )
-    return None
-
-
-def parse_expiry(value: Any) -> date | None:
-    if value in (None, ""):
-        return None
-    if isinstance(value, datetime):
-        return value.date()
-    if isinstance(value, date):
-        return value
-    return date.fromisoformat(str(value)[:10])
-
-
 class AimmsConnector(Connector):
     vendor = "aimms"
     stream_specs = (
@@ -169,9 +142,6 @@ class AimmsConnector(Connector):
         if ctx is None:  # push runs outside a stream: real time
             return TaskRunner(self.client, clock=time.monotonic, sleep=asyncio.sleep)
         return TaskRunner(self.client, clock=ctx.clock, sleep=ctx.sleep)
-
-    def key_warning(self, today: date) -> str | None:
-        return key_expiry_warning(parse_expiry(self.settings.options.get("key_expires")), today)
 
     async def pull(self, ctx: StreamContext) -> AsyncIterator[Batch]:
         spec = self.spec(ctx.stream)

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import date
-
 import pytest
 from pydantic import ValidationError
 
 from service.connectors.aimms import (
     AimmsConnector,
     changed_tasks,
-    key_expiry_warning,
     keyed,
     parse_listing,
 )
@@ -121,18 +118,6 @@ def test_task_history_stages_new_ids_and_state_changes() -> None:
     )
     staged = {"a": "queued", "b": "running"}
     assert [r.key for r in changed_tasks(recs, staged)] == ["b", "c"]
-
-
-def test_key_expiry_warning() -> None:
-    today = date(2026, 12, 2)
-    assert key_expiry_warning(None, today) is None
-    assert key_expiry_warning(date(2027, 3, 1), today) is None
-    soon = key_expiry_warning(date(2026, 12, 20), today)
-    assert soon is not None
-    assert "18 days" in soon
-    gone = key_expiry_warning(date(2026, 12, 1), today)
-    assert gone is not None
-    assert "expired" in gone
 
 
 def test_exchange_options_are_validated_at_config_time() -> None:
