@@ -35,10 +35,11 @@ from service.connectors.aimms_tasks import (
     TaskStuck,
     response_rows,
     scope_error,
+    staged_body,
 )
 from service.connectors.base import Connector, PushOutcome, StreamContext, StreamSpec
 from service.connectors.paging import JobFailed, JobTimeout
-from service.errors import AuthError, ParseError, RetriableError
+from service.errors import AuthError, FatalError, ParseError, RetriableError
 from service.models import JSON, Batch, Record
 
 V1 = "/pro-api/v1"
@@ -176,7 +177,14 @@ class AimmsConnector(Connector):
         """Run the configured task, stage its response as a complete snapshot."""
         opts = ExchangeOptions.model_validate(ctx.options or self._options(stream))
         runner = self.runner(ctx)
-        task_id = await runner.create(opts, encode_body(opts.body))
+        body = opts.body
+        if opts.body_from is not None:
+            source = opts.body_from
+            if ctx.staged_rows is None:
+                raise FatalError("body_from needs staged rows (run through the engine)")
+            staged = await ctx.staged_rows(source.vendor or ctx.vendor, source.stream)
+            body = staged_body(staged, source)
+        task_id = await runner.create(opts, encode_body(body))
         task = await runner.wait(task_id, opts)
         state: JSON = {"task": task.id, "state": task.state}
         spec = self.configured_spec(stream, opts)

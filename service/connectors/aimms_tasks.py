@@ -80,12 +80,48 @@ class TaskOptions(BaseModel):
         return f"{self.app}/{'latest' if self.latest() else self.version}/{self.service}"
 
 
+class BodyFrom(BaseModel):
+    """A task body built from the staged rows of another stream: a JSON list of their
+    payloads (only ``fields`` when given), wrapped as ``{wrap: [...]}`` when ``wrap`` is set."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stream: str = Field(min_length=1)
+    vendor: str | None = None  # None: this vendor
+    fields: list[str] | None = None
+    wrap: str | None = None
+    max_rows: int = Field(default=100_000, gt=0)  # one request body: keep it bounded
+
+
+def staged_body(rows: dict[str, Any], spec: BodyFrom) -> Any:
+    """The task body for ``rows`` (key → payload), in key order (stable between runs)."""
+    if len(rows) > spec.max_rows:
+        raise FatalError(
+            f"{len(rows)} staged rows of {spec.stream!r} exceed body_from.max_rows "
+            f"({spec.max_rows})",
+            vendor=VENDOR,
+        )
+    items = [rows[k] for k in sorted(rows)]
+    if spec.fields is not None:
+        items = [
+            {f: field_value(p, f) for f in spec.fields} if isinstance(p, dict) else p for p in items
+        ]
+    return {spec.wrap: items} if spec.wrap else items
+
+
 class ExchangeOptions(TaskOptions):
     """A configured task-exchange stream: the task plus how to stage its response."""
 
     key: str = Field(min_length=1)  # the key field of each response row (dotted, a|b)
     format: Literal["json", "csv"] = "json"
     rows_path: str | None = None  # JSON: where the list of rows sits (None: the body is it)
+    body_from: BodyFrom | None = None  # instead of ``body``: staged rows of another stream
+
+    @model_validator(mode="after")
+    def _one_body(self) -> ExchangeOptions:
+        if self.body is not None and self.body_from is not None:
+            raise ValueError("give either body or body_from, not both")
+        return self
 
 
 @dataclass(frozen=True, slots=True)

@@ -148,3 +148,57 @@ async def test_a_key_without_the_tasks_scope_fails_task_streams_only(
         assert failed.status == "failed"
         assert "lacks the 'Tasks' scope" in (failed.error or ""), failed.error
         assert "catalog-only-key" not in (failed.error or "")
+
+
+async def test_a_task_body_built_from_another_streams_staged_rows(
+    engine: AsyncEngine, db_url: str, aimms_sandbox: StartAimms
+) -> None:
+    sb = await aimms_sandbox(records=15)
+    body_from = {"stream": "users", "fields": ["id", "name"]}
+    streams = {"users": {}, "echoed": exchange(service="echo", body_from=body_from)}
+    settings = aimms_settings(db_url, sb.base_url, streams=streams)
+    async with Runtime(settings, db=engine) as rt:
+        await run_stream(rt, "aimms", "users", "manual")
+        result = await run_stream(rt, "aimms", "echoed", "manual")
+        async with engine.connect() as conn:
+            echoed = await fetch_live(conn, "aimms", "echoed")
+            users = await fetch_live(conn, "aimms", "users")
+    assert result.counts.inserted == 15
+    assert echoed == {k: {"id": u["id"], "name": u["name"]} for k, u in users.items()}
+
+
+async def test_zero_concurrency_set_from_outside_is_reported(
+    engine: AsyncEngine, db_url: str, aimms_sandbox: StartAimms
+) -> None:
+    sb = await aimms_sandbox()
+    await control(sb, "concurrency", {"task_parallelism": 0})
+    streams = {"export": exchange(licence_wait_s=0.3, deadline_s=30)}
+    settings = aimms_settings(db_url, sb.base_url, streams=streams)
+    async with Runtime(settings, db=engine) as rt:
+        result = await execute_stream(rt, "aimms", "export", "manual")
+        assert result.status == "failed"
+        assert "REST licence profile allows 0 concurrent tasks" in (result.error or "")
+        # Once support enables the profile, the same stream runs.
+        await control(sb, "concurrency", {"task_parallelism": 1})
+        ok = await run_stream(rt, "aimms", "export", "manual")
+    assert ok.counts.inserted == 20
+
+
+async def test_a_task_queued_behind_a_running_one_is_not_a_licence_problem(
+    engine: AsyncEngine, db_url: str, aimms_sandbox: StartAimms
+) -> None:
+    sb = await aimms_sandbox()
+    await control(sb, "concurrency", {"task_parallelism": 1})
+    await control(sb, "faults", {"extra": {"task_stuck": True}})
+    blocker = exchange(deadline_s=0.3)
+    settings = aimms_settings(db_url, sb.base_url, streams={"first": blocker})
+    async with Runtime(settings, db=engine) as rt:
+        await execute_stream(rt, "aimms", "first", "manual")  # stuck: holds the one slot
+    await control(sb, "faults", {"extra": {"task_stuck": False}})
+    waiting = exchange(licence_wait_s=0.2, deadline_s=1)
+    settings = aimms_settings(db_url, sb.base_url, streams={"second": waiting})
+    async with Runtime(settings, db=engine) as rt:
+        result = await execute_stream(rt, "aimms", "second", "manual")
+    assert result.status == "failed"
+    assert "licence" not in (result.error or "")
+    assert "not finished after 1s" in (result.error or ""), result.error

@@ -12,6 +12,7 @@ from service.connectors.aimms import (
     parse_listing,
 )
 from service.connectors.aimms_tasks import (
+    BodyFrom,
     ExchangeOptions,
     csv_rows,
     licence_blocked,
@@ -19,9 +20,10 @@ from service.connectors.aimms_tasks import (
     parse_created,
     parse_task,
     response_rows,
+    staged_body,
     task_status,
 )
-from service.errors import ParseError
+from service.errors import FatalError, ParseError
 
 TASK = {
     "id": "39cef818-ad0c-4016-89b5-44411ea33b83",
@@ -133,3 +135,17 @@ def test_exchange_options_are_validated_at_config_time() -> None:
         AimmsConnector.check_stream("export", {**good, "format": "xml"})
     with pytest.raises(ValidationError):
         AimmsConnector.check_stream("export", {**good, "poll_min_s": 9, "poll_max_s": 1})
+
+
+def test_staged_body_projects_wraps_and_bounds() -> None:
+    rows = {"2": {"id": 2, "name": "b", "x": 1}, "1": {"id": 1, "name": "a", "x": 0}}
+    spec = BodyFrom(stream="users", fields=["id", "name"])
+    assert staged_body(rows, spec) == [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]
+    wrapped = staged_body(rows, BodyFrom(stream="users", wrap="users"))
+    assert wrapped == {"users": [rows["1"], rows["2"]]}
+    with pytest.raises(FatalError, match="max_rows"):
+        staged_body(rows, BodyFrom(stream="users", max_rows=1))
+    with pytest.raises(ValidationError, match="either body or body_from"):
+        ExchangeOptions.model_validate(
+            {"app": "A", "service": "s", "key": "id", "body": [], "body_from": {"stream": "u"}}
+        )
