@@ -25,7 +25,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any, ClassVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from service.connectors.aimms_tasks import (
     ExchangeOptions,
@@ -210,7 +210,18 @@ class AimmsConnector(Connector):
 
     # --- push -----------------------------------------------------------------------------
     def push_options(self) -> TaskOptions:
-        return TaskOptions.model_validate(self.settings.options.get("push") or {})
+        try:
+            return TaskOptions.model_validate(self.settings.options.get("push") or {})
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'push'}: {e['msg']}" for e in exc.errors()
+            )
+            # Fatal, not a bug: the rows wait as failed until the config names a target.
+            raise FatalError(
+                f"vendors.aimms.options.push: the push target (app, service, …) is missing "
+                f"or invalid: {problems}",
+                vendor=VENDOR,
+            ) from None
 
     @classmethod
     def validate_push_row(cls, entity: str, payload: JSON) -> str | None:

@@ -75,3 +75,16 @@ async def test_a_task_that_does_not_finish_leaves_its_batch_to_retry(
         report = await push_once(rt, vendor="aimms")
     assert {o.status for o in report.outcomes} == {"retry"}, report.outcomes
     assert all("not finished after 0.5s" in (o.detail or "") for o in report.outcomes)
+
+
+async def test_a_push_without_a_configured_target_names_the_setting(
+    engine: AsyncEngine, db_url: str, aimms_sandbox: StartAimms
+) -> None:
+    sb = await aimms_sandbox()
+    settings = aimms_settings(db_url, sb.base_url)
+    assert await enqueue_rows(engine, rows(1)) == 1
+    async with Runtime(settings, db=engine) as rt:
+        report = await push_once(rt, vendor="aimms")
+    (outcome,) = report.outcomes
+    assert outcome.status != "sent"
+    assert "vendors.aimms.options.push" in (outcome.detail or ""), outcome
