@@ -52,3 +52,9 @@ def test_check_config_and_status_print_the_warning(tmp_path: Path) -> None:
     )))  # fmt: skip
     result = CliRunner().invoke(app, ["check-config", "--config", str(cfg)])
     assert "in 10 days" in result.output, result.output
+    assert CliRunner().invoke(app, ["migrate", "--config", str(cfg)]).exit_code == 0
+    status = CliRunner().invoke(app, ["status", "--config", str(cfg)])
+    assert status.exit_code == 0, status.output
+    assert "in 10 days" in status.output, status.output
+    as_json = CliRunner().invoke(app, ["status", "--config", str(cfg), "--json"])
+    assert "in 10 days" in as_json.output, as_json.output
