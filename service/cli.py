@@ -24,6 +24,7 @@ from service.config import (
     Settings,
     config_warnings,
     effective_config,
+    expiry_warnings,
     load_settings,
 )
 from service.console import (
@@ -182,6 +183,9 @@ def status(config: ConfigOpt = None, as_json: bool = typer.Option(False, "--json
 
     settings = settings_from(config)
     report = run_async(collect_status(settings))
+    warnings = expiry_warnings(settings, datetime.now(UTC).date())
+    if warnings:
+        report["warnings"] = warnings
     if as_json:
         out.print_json(json.dumps(report, default=str))
         return
@@ -209,6 +213,8 @@ def status(config: ConfigOpt = None, as_json: bool = typer.Option(False, "--json
             )
         )
     out.print(table)
+    for warning in warnings:
+        err.print(error_line(warning, "warning:"), highlight=False, soft_wrap=True)
     if report["outbox"]:
         backlog = Table(title="push outbox")
         for col in ("vendor", "entity", "status", "rows"):

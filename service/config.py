@@ -11,6 +11,7 @@ import os
 import re
 import tomllib
 from contextvars import ContextVar
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -146,6 +147,9 @@ class AuthSettings(_Model):
     scope: str | None = None
     token_ttl_s: Lifetime | None = None  # when the login answer does not say
     refresh_margin_s: Seconds = 60.0
+    # When the credential stops working (AIMMS PRO keys live at most a year): check-config,
+    # status and the daemon (daily) warn from EXPIRY_WARN_DAYS before it.
+    expires: date | None = None
 
     @field_validator("kind", mode="before")
     @classmethod
@@ -448,7 +452,29 @@ def config_warnings(settings: Settings) -> list[str]:
                 f"{vendor.vendor_timeout_s:g}s: an abandoned request keeps its parallel slot "
                 "until the vendor ends it, so a shorter timeout only wastes slots"
             )
-    return warnings
+    return warnings + expiry_warnings(settings, datetime.now(UTC).date())
+
+
+EXPIRY_WARN_DAYS = 30
+
+
+def expiry_warnings(settings: Settings, today: date) -> list[str]:
+    """One line per enabled vendor whose credential expires within 30 days or has expired."""
+    out = []
+    for name, vendor in settings.vendors.items():
+        expires = vendor.auth.expires
+        if not vendor.enabled or expires is None:
+            continue
+        left = (expires - today).days
+        key = f"vendors.{name}.auth.expires"
+        if left < 0:
+            out.append(f"{key}: the credential expired on {expires.isoformat()}; replace it")
+        elif left <= EXPIRY_WARN_DAYS:
+            out.append(
+                f"{key}: the credential expires on {expires.isoformat()} (in {left} days); "
+                "create a new one and update the config"
+            )
+    return out
 
 
 _SECRET_KEY = re.compile(r"(?i)pass|pwd|secret|token|api_?key|credential")

@@ -13,9 +13,14 @@ Routes (under ``/aimms``):
   (PublishApp); ``GET /pro-api/v1/aimms-versions`` (PublishAIMMS).
 - ``GET`` environments / groups / users (Authentication) and API keys (API Key, no secrets)
   at the paths in ``listing_paths``.
+- ``GET /pro-api/v1/`` (no key): the OpenAPI description (JSON; YAML with ``?format=yaml``
+  or ``Accept: …yaml``); ``POST /pro-api/v1/applications`` publishes (multipart ``metadata``
+  + ``file``); ``POST`` / ``DELETE {apikeys}/{id}`` create (name, ``expiresAt`` ≤ 1 year,
+  scopes; the secret shown once) and delete API keys. See ``sandbox/aimms/admin.py``.
 - v2 tasks (Tasks scope): see ``sandbox/aimms/v2.py``; apps, services and the model's
   answers: see ``sandbox/aimms/model.py``; the queue: ``sandbox/aimms/tasks.py``.
-- Control: ``POST /_sandbox/tick`` (advance the queue to the clock, send due hooks and wait for
+- Control: ``POST /_sandbox/concurrency`` (``{"task_parallelism": n}``: the account's REST
+  task concurrency, 0 as PRO's default profile), ``POST /_sandbox/tick`` (advance the queue to the clock, send due hooks and wait for
   them), ``GET /_sandbox/hooks`` (hook call log), plus the shared stats/faults/reset/mutate.
   ``POST /_sandbox/mutate`` takes ``{"entity": "users", "change", "delete", "add", "seed"}``
   or ``{"entity": "users", "update": [{"id", ...fields}], "delete_ids": [...], "add": [{...}]}``.
@@ -53,6 +58,7 @@ from typing import Any, ClassVar
 
 from aiohttp import web
 
+from sandbox.aimms.admin import AdminApi
 from sandbox.aimms.config import PHASE_NAMES, ApiError, ApiKey, build_keys, resolve_settings
 from sandbox.aimms.hooks import HookSender, hook_call_url
 from sandbox.aimms.model import (
@@ -128,6 +134,7 @@ class AimmsSim(VendorSim):
         app.router.add_get(paths["users"], g(self._list_users))
         app.router.add_get(paths["apikeys"], g(self._list_apikeys))
         TaskApi(self).add_routes(app)
+        AdminApi(self).add_routes(app, paths["apikeys"])
         app.cleanup_ctx.append(self._lifecycle)
 
     async def mutate(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -205,6 +212,9 @@ class AimmsSim(VendorSim):
             ):
                 return app
         return None
+
+    def now(self) -> float:
+        return self.clock.now()
 
     def parallelism(self) -> int:
         if self.faults.extra.get("licence_zero"):

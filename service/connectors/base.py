@@ -73,6 +73,9 @@ class StreamContext:
     full: bool = False  # ignore the checkpoint and what is staged; re-read everything
     since: datetime | None = None  # re-read from this point instead of the checkpoint
     staged_cursors: Callable[[], Awaitable[dict[str, str | None]]] | None = None
+    # Key → payload of the live rows of any (vendor, stream): inputs built from staged data
+    # (an AIMMS task body). Read in full, so for modest streams only.
+    staged_rows: Callable[[str, str], Awaitable[dict[str, JSON]]] | None = None
     options: dict[str, Any] = field(default_factory=dict)
     # Progress hooks: how many records this run will fetch, once the connector knows, and
     # each record as it arrives (for live progress; nothing depends on them).

@@ -23,7 +23,13 @@ from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client import CollectorRegistry
 
-from service.config import Settings, blackout_remaining_s, parse_every_s, parse_window
+from service.config import (
+    Settings,
+    blackout_remaining_s,
+    expiry_warnings,
+    parse_every_s,
+    parse_window,
+)
 from service.connectors import connector_class
 from service.daemon.health import build_health_app
 from service.daemon.metrics import DaemonMetrics
@@ -180,6 +186,12 @@ class Daemon:
                 max_instances=1,
                 coalesce=True,
             )
+            scheduler.add_job(
+                self._expiry_job,
+                IntervalTrigger(days=1, timezone=UTC),
+                id="credential-expiry",
+                next_run_time=datetime.now(UTC),
+            )
             scheduler.start()
             log.info("daemon started", jobs=len(self.jobs()), owner=rt.owner)
             try:
@@ -193,6 +205,11 @@ class Daemon:
                 await self._drain()
                 scheduler.shutdown(wait=False)
                 await runner.cleanup()
+
+    async def _expiry_job(self) -> None:
+        # Daily: a credential that expires soon (AIMMS PRO keys live at most a year).
+        for warning in expiry_warnings(self.settings, datetime.now(UTC).date()):
+            log.warning("credential expires soon", detail=warning)
 
     async def _drain(self) -> None:
         if not self._running:

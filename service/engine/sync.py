@@ -21,6 +21,7 @@ import structlog
 from service.connectors import Connector, StreamContext
 from service.db import (
     abandon_stale_runs,
+    fetch_live,
     finish_run,
     last_full_run_at,
     load_state,
@@ -277,6 +278,11 @@ async def execute_stream(
                     async with rt.db.connect() as conn:
                         return await staged_cursors(conn, vendor, stream)
 
+            async def rows(of_vendor: str, of_stream: str) -> dict[str, JSON]:
+                with translate_db_errors("reading staged rows"):
+                    async with rt.db.connect() as conn:
+                        return await fetch_live(conn, of_vendor, of_stream)
+
             ctx = StreamContext(
                 vendor=vendor,
                 stream=stream,
@@ -285,6 +291,7 @@ async def execute_stream(
                 full=full,
                 since=since,
                 staged_cursors=cursors,
+                staged_rows=rows,
                 options=dict(rt.settings.vendor(vendor).streams[stream].options),
                 now=rt.clock,
             )
