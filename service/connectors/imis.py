@@ -69,6 +69,14 @@ PUSH: dict[str, tuple[str, str]] = {
     "Activity": ("Asi.Soa.Core.DataContracts.GenericEntityData, Asi.Contracts", "SEQN"),
 }
 _CORE = "Asi.Soa.Core.DataContracts."
+_M = "Asi.Soa.Membership.DataContracts."
+COLLECTIONS = {
+    "Emails": "EmailData",
+    "Phones": "PhoneData",
+    "Addresses": "FullAddressData",
+    "AlternateIds": "AlternateIdData",
+    "AdditionalAttributes": "GenericPropertyData",
+}
 
 
 def _filters(v: dict[str, Any]) -> dict[str, str]:
@@ -353,6 +361,10 @@ def typed_body(entity: str, payload: JSON) -> JSON:
     """A plain row → the ``$type``-tagged body iMIS requires (typed rows pass as they are)."""
     body = dict(payload)
     body.setdefault("$type", PUSH[entity][0])
+    for name, value in body.items():
+        if isinstance(value, list):  # a plain collection → the .NET-typed one
+            item = COLLECTIONS.get(name, "GenericEntityData")
+            body[name] = {"$type": f"{_M}{item}Collection, Asi.Contracts", "$values": value}
     props = body.get("Properties")
     if isinstance(props, dict) and "$values" not in props:
         body["Properties"] = {
