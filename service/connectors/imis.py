@@ -62,6 +62,7 @@ CONTRACTS: dict[str, tuple[str, str | None, str | None]] = {
     "Invoice": ("InvoiceId", "UpdateInformation.UpdatedOn", "UpdatedOn"),
 }
 DELETE_LOGS = {"Party": "PartyDeleteLog"}
+DAY_S = 86_400.0
 
 # Push: entity → (.NET $type of the body, key property for PUT).
 PUSH: dict[str, tuple[str, str]] = {
@@ -124,8 +125,16 @@ class IqaOptions(BaseModel):
 
 class ImisConnector(Connector):
     vendor = "imis"
+    # Only Party deletes are journaled (PartyDeleteLog): the other dated contracts learn
+    # of deletions from a daily complete pass (config `full_every` overrides).
     stream_specs = tuple(
-        StreamSpec(name, key, cursor) for name, (key, cursor, _) in CONTRACTS.items()
+        StreamSpec(
+            name,
+            key,
+            cursor,
+            full_every_s=DAY_S if cursor is not None and name not in DELETE_LOGS else None,
+        )
+        for name, (key, cursor, _) in CONTRACTS.items()
     )
     push_entities = tuple(PUSH)
     stream_options = IqaOptions

@@ -125,3 +125,18 @@ async def test_the_filter_alone_misses_rows_the_verify_walk_finds(
     assert inc.counts.updated + fixed.counts.updated == len(touched["changed"])
     await control(sb, "faults", {"extra": {"flaky_updated_on": False}})
     assert await staged(engine, "Party") == await truth(sb, "Party")
+
+
+async def test_deletes_without_a_journal_are_found_by_the_complete_pass(
+    engine: AsyncEngine, db_url: str, imis_sandbox: StartImis
+) -> None:
+    sb = await imis_sandbox(records=300)
+    settings = imis_settings(db_url, sb.base_url, streams={"GroupMember": {}})
+    async with Runtime(settings, db=engine) as rt:
+        await run_stream(rt, "imis", "GroupMember", "manual")
+        touched = await control(sb, "mutate", {"entity": "GroupMember", "delete": 0.02, "seed": 2})
+        inc = await run_stream(rt, "imis", "GroupMember", "schedule")
+        assert inc.counts.deleted == 0  # no delete log for group members
+        full = await run_stream(rt, "imis", "GroupMember", "schedule", full=True)
+    assert full.counts.deleted == len(touched["deleted"]) > 0
+    assert await staged(engine, "GroupMember") == await truth(sb, "GroupMember")
