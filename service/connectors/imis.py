@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from datetime import datetime
 from typing import Any, ClassVar
@@ -31,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from service.connectors.base import Connector, PushOutcome, StreamContext, StreamSpec
 from service.connectors.checkpoint import advance, read_from
 from service.connectors.fetch import bounded_fetch
+from service.connectors.imis_push import PUSH, typed_body, validation_message
 from service.connectors.imis_query import (
     cursor_text,
     local_to_utc,
@@ -44,7 +44,7 @@ from service.connectors.imis_query import (
     zone,
 )
 from service.connectors.paging import Page, fetch_in_order, remaining_offsets
-from service.errors import ParseError, RequestRejected, RetriableError
+from service.errors import ConfigError, ParseError, RequestRejected, RetriableError
 from service.models import JSON, Batch, Record
 
 API = "/api"
@@ -63,21 +63,6 @@ CONTRACTS: dict[str, tuple[str, str | None, str | None]] = {
 }
 DELETE_LOGS = {"Party": "PartyDeleteLog"}
 DAY_S = 86_400.0
-
-# Push: entity → (.NET $type of the body, key property for PUT).
-PUSH: dict[str, tuple[str, str]] = {
-    "Party": ("Asi.Soa.Membership.DataContracts.PersonData, Asi.Contracts", "PartyId"),
-    "Activity": ("Asi.Soa.Core.DataContracts.GenericEntityData, Asi.Contracts", "SEQN"),
-}
-_CORE = "Asi.Soa.Core.DataContracts."
-_M = "Asi.Soa.Membership.DataContracts."
-COLLECTIONS = {
-    "Emails": "EmailData",
-    "Phones": "PhoneData",
-    "Addresses": "FullAddressData",
-    "AlternateIds": "AlternateIdData",
-    "AdditionalAttributes": "GenericPropertyData",
-}
 
 
 def _filters(v: dict[str, Any]) -> dict[str, str]:
@@ -169,7 +154,10 @@ class ImisConnector(Connector):
         return bool(self.settings.options.get("verify", True))
 
     def tz(self) -> Any:
-        return zone(str(self.settings.options.get("time_zone", "UTC")))
+        try:
+            return zone(str(self.settings.options.get("time_zone", "UTC")))
+        except ValueError as exc:
+            raise ConfigError(str(exc), key="vendors.imis.options.time_zone") from exc
 
     # --- pull -----------------------------------------------------------------------------
     async def pull(self, ctx: StreamContext) -> AsyncIterator[Batch]:
@@ -364,36 +352,3 @@ def field_of(payload: JSON, prop: str) -> Any:
         return payload[prop]
     info = payload.get("UpdateInformation")
     return info.get(prop) if isinstance(info, dict) else None
-
-
-def typed_body(entity: str, payload: JSON) -> JSON:
-    """A plain row → the ``$type``-tagged body iMIS requires (typed rows pass as they are)."""
-    body = dict(payload)
-    body.setdefault("$type", PUSH[entity][0])
-    for name, value in body.items():
-        if isinstance(value, list):  # a plain collection → the .NET-typed one
-            item = COLLECTIONS.get(name, "GenericEntityData")
-            body[name] = {"$type": f"{_M}{item}Collection, Asi.Contracts", "$values": value}
-    props = body.get("Properties")
-    if isinstance(props, dict) and "$values" not in props:
-        body["Properties"] = {
-            "$type": _CORE + "GenericPropertyDataCollection, Asi.Contracts",
-            "$values": [
-                {"$type": _CORE + "GenericPropertyData, Asi.Contracts", "Name": k, "Value": v}
-                for k, v in props.items()
-            ],
-        }
-    return body
-
-
-def validation_message(text: str) -> str:
-    """The vendor's validation messages from a 400/422 body, or its start."""
-    try:
-        body = json.loads(text)
-    except ValueError:
-        return text[:300] or "rejected by iMIS"
-    if not isinstance(body, dict):
-        return text[:300]
-    errors = unwrap(body.get("ValidationResults") or {}).get("Errors") or []
-    messages = [str(e.get("Message")) for e in errors if isinstance(e, dict) and e.get("Message")]
-    return "; ".join(messages) or str(body.get("Message") or "rejected by iMIS")[:300]

@@ -160,3 +160,14 @@ async def test_iqa_query_stream(engine: AsyncEngine, db_url: str, imis_sandbox: 
     assert 20 < len(want) < 800  # more than a page
     got = await staged(engine, "members_s")
     assert set(got) == want
+
+
+async def test_unknown_time_zone_is_a_config_error_naming_the_key(
+    engine: AsyncEngine, db_url: str, imis_sandbox: StartImis
+) -> None:
+    sb = await imis_sandbox(records=5)
+    settings = imis_settings(db_url, sb.base_url, options={"time_zone": "Mars/Olympus"})
+    async with Runtime(settings, db=engine) as rt:
+        result = await execute_stream(rt, "imis", "Party", "manual")
+    assert result.status == "failed"
+    assert "vendors.imis.options.time_zone" in (result.error or "")

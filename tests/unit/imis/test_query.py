@@ -9,7 +9,7 @@ import pytest
 from yarl import URL
 
 from service.config import ConfigProblems, Settings
-from service.connectors.imis import typed_body, validation_message
+from service.connectors.imis_push import typed_body, validation_message
 from service.connectors.imis_query import (
     cursor_text,
     local_to_utc,
