@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 
+import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.config import blackout_remaining_s, parse_window
@@ -47,7 +48,7 @@ async def test_token_expiry_mid_run_renews_once_and_goes_on(
 
 
 async def test_wrong_password_fails_the_run_once_without_leaking_it(
-    engine: AsyncEngine, db_url: str, imis_sandbox: StartImis
+    engine: AsyncEngine, db_url: str, imis_sandbox: StartImis, capsys: pytest.CaptureFixture[str]
 ) -> None:
     sb = await imis_sandbox(records=10)
     secret = "Wr0ng-Passw0rd-xyz"
@@ -66,6 +67,9 @@ async def test_wrong_password_fails_the_run_once_without_leaking_it(
             str(row) for row in (await conn.exec_driver_sql("SELECT * FROM sync_run")).all()
         )
     assert secret not in dump
+    logged = capsys.readouterr()
+    assert "run finished" in logged.out + logged.err  # the logs were captured
+    assert secret not in logged.out + logged.err
 
 
 async def test_five_percent_server_errors_are_retried(
