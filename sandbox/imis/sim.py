@@ -68,10 +68,19 @@ from typing import Any
 from aiohttp import web
 
 from sandbox.app import SandboxOptions, VendorSim
+from sandbox.clock import Clock
 from sandbox.imis.auth import DENIED, TokenStore, bearer, grant, token_body
+from sandbox.imis.commerce import COUNTRIES, CountrySpec, InvoiceSpec, ItemSpec
 from sandbox.imis.entities import ActivitySpec, GroupMemberSpec
 from sandbox.imis.event import EventRegistrationSpec, EventSpec
-from sandbox.imis.filter import Filter, FilterError, in_restore_window, local_ms
+from sandbox.imis.filter import (
+    Filter,
+    FilterError,
+    in_restore_window,
+    local_ms,
+    parse_paging,
+)
+from sandbox.imis.iqa import find_query, run_query
 from sandbox.imis.mutate import Journal, apply_mutation
 from sandbox.imis.party import (
     PERSON_TYPE,
@@ -80,7 +89,7 @@ from sandbox.imis.party import (
     PartySpec,
     is_person,
 )
-from sandbox.imis.records import SYSTEM_USER, Context, Stamp
+from sandbox.imis.records import SYSTEM_USER, Context, EntitySpec, Stamp
 from sandbox.imis.resource import EntityApi, ImisError, View
 from sandbox.imis.store import Table
 from sandbox.limits import LimitConfig
@@ -119,6 +128,8 @@ class ImisSim(VendorSim):
             raise ValueError(f"unknown imis setting(s): {sorted(unknown)}")
         self.settings = {**DEFAULTS, **self.settings}
         self.stats.max_parallel = int(self.settings["polite_max_parallel"])
+        self.shifted = ShiftedClock(options.clock)  # settable from outside: /_sandbox/clock
+        self.clock = self.shifted
         self.tokens = TokenStore(self.clock)
         self.reset_data()
 
@@ -128,17 +139,22 @@ class ImisSim(VendorSim):
         ctx = Context(seed, size, int(self.settings["utc_offset_min"]), exists=self._exists)
         party, event = PartySpec(ctx), EventSpec(ctx)
         deletes, changes = PartyDeleteLogSpec(ctx), ChangeLogSpec(ctx, party)
-        specs = (
+        specs: tuple[EntitySpec, ...] = (
             party,
             ActivitySpec(ctx, party),
             event,
             EventRegistrationSpec(ctx, party, event),
             GroupMemberSpec(ctx, party),
+            ItemSpec(ctx),
+            InvoiceSpec(ctx, party),
             deletes,
             changes,
         )
         # The delete log starts empty; every other table holds ``records`` generated rows.
         self.tables = {s.name: Table(s, 0 if s is deletes else size, seed) for s in specs}
+        country = CountrySpec(ctx)
+        self.tables["Country"] = Table(country, len(COUNTRIES), seed)
+        specs = (*specs, country)
         self.journal = Journal(
             self.tables["ChangeLog"], changes, self.tables["PartyDeleteLog"], deletes
         )
@@ -169,6 +185,10 @@ class ImisSim(VendorSim):
     def setup_routes(self, app: web.Application) -> None:
         app.router.add_post("/token", self._post_token)
         entities = EntityApi(self)
+        app.router.add_get("/_sandbox/clock", self._get_clock)
+        app.router.add_post("/_sandbox/clock", self._post_clock)
+        app.router.add_get("/api/iqa", self._guard(self._iqa))
+        app.router.add_get("/api/query", self._guard(self._iqa))
         app.router.add_route("*", "/api/{entity}", self._guard(entities.on_collection))
         app.router.add_route("*", "/api/{entity}/{id}", self._guard(entities.on_item))
 
@@ -205,6 +225,35 @@ class ImisSim(VendorSim):
         if s["restore_mode"] == "hang":
             await asyncio.sleep(float(s["restore_hang_s"]))
         raise ImisError(503, "The service is unavailable: a database restore is in progress.")
+
+    async def _iqa(self, request: web.Request, _user: str) -> web.Response:
+        params = list(request.query.items())
+        name = next((v for k, v in params if k.casefold() == "queryname"), "")
+        query = find_query(name)
+        if query is None:
+            raise ImisError(404, f"IQA query '{name}' was not found.")
+        s = self.settings
+
+        def paging(limit: str | None, offset: str | None) -> tuple[int, int]:
+            return parse_paging(limit, offset, s["default_limit"], s["max_limit"])
+
+        return web.json_response(run_query(query, self.tables[query.table], params, paging))
+
+    # --- clock control ----------------------------------------------------------------------
+    async def _get_clock(self, _request: web.Request) -> web.Response:
+        now, offset = self.shifted.now(), self.shifted.offset_s
+        return web.json_response({"now": now, "offset_s": offset})
+
+    async def _post_clock(self, request: web.Request) -> web.Response:
+        """``{"set": <epoch s>}``, ``{"advance": <s>}`` or ``{"reset": true}``."""
+        body = await request.json()
+        if body.get("reset"):
+            self.shifted.offset_s = 0.0
+        if "set" in body:
+            self.shifted.set(float(body["set"]))
+        if "advance" in body:
+            self.shifted.offset_s += float(body["advance"])
+        return await self._get_clock(request)
 
     # --- auth -------------------------------------------------------------------------------
     def _expire_if_asked(self) -> None:
@@ -244,6 +293,21 @@ class ImisSim(VendorSim):
         if view is None:
             raise ValueError(f"unknown iMIS entity {body['entity']!r}")
         return apply_mutation(view.table, body, self.stamp(), self.journal)
+
+
+class ShiftedClock:
+    """The sandbox clock plus an offset that tests move over HTTP (restore windows, token
+    expiry, journal stamps all follow it)."""
+
+    def __init__(self, base: Clock) -> None:
+        self.base = base
+        self.offset_s = 0.0
+
+    def now(self) -> float:
+        return self.base.now() + self.offset_s
+
+    def set(self, epoch_s: float) -> None:
+        self.offset_s = epoch_s - self.base.now()
 
 
 SIM = ImisSim

@@ -36,6 +36,7 @@ from sandbox.imis.filter import (
 from sandbox.imis.records import EntitySpec, Field, extract, find_property
 
 CACHE_ENTRIES = 32
+BUILT_ENTRIES = 50_000  # generated records kept built (a few KB each)
 # (value of a stored row, value of a generated row, predicate)
 Test = tuple[Callable[[int, dict[str, Any]], Any], Callable[[int], Any], Predicate]
 
@@ -44,12 +45,23 @@ class Table:
     def __init__(self, spec: EntitySpec, size: int, seed: int) -> None:
         self.spec = spec
         self.size = size  # generated rows are 0 .. size-1
-        self.data = Dataset(spec.name, size, seed, lambda _rng, i: spec.build(i))
+        self.data = Dataset(spec.name, size, seed, lambda _rng, i: self._built(i))
+        self._built_cache: OrderedDict[int, Record] = OrderedDict()
         self.version = 0
         self._flat: dict[int, dict[str, Any]] = {}  # every stored (not generated) live row
         self._deleted: set[int] = set()
         self._deleted_sorted: list[int] = []
         self._cache: OrderedDict[Hashable, list[int]] = OrderedDict()
+
+    def _built(self, index: int) -> Record:
+        """A generated row, built once: it is a pure function of its index, and building
+        a Party costs more than serving it (written rows live in the dataset instead)."""
+        found = self._built_cache.get(index)
+        if found is None:
+            found = self._built_cache[index] = self.spec.build(index)
+            if len(self._built_cache) > BUILT_ENTRIES:
+                self._built_cache.popitem(last=False)
+        return found
 
     # --- rows ---------------------------------------------------------------------------------
     def __len__(self) -> int:

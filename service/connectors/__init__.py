@@ -5,11 +5,13 @@ from __future__ import annotations
 from service.connectors.aimms import AimmsConnector
 from service.connectors.aimsio import AimsioConnector
 from service.connectors.base import Connector, PushOutcome, StreamContext, StreamSpec
+from service.connectors.imis import ImisConnector
 
 # One line per vendor.
 REGISTRY: dict[str, type[Connector]] = {
     "aimsio": AimsioConnector,
     "aimms": AimmsConnector,
+    "imis": ImisConnector,
 }
 
 
