@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -241,6 +241,17 @@ class VendorClient:
         grant.abandon(self.vendor_timeout_s)
         self.stats.record_abandoned()
 
+    def _blackout_wait(self, ex: _Exchange) -> tuple[float, bool]:
+        """Seconds left in the current blackout window, and whether ``ex`` left inside one."""
+        if self.blackout is None:
+            return 0.0, False
+        now = self._owner.now()
+        sent_inside = False
+        if ex.sent_at is not None:
+            ago_s = max(0.0, self._owner.clock() - ex.sent_at)
+            sent_inside = self.blackout(now - timedelta(seconds=ago_s)) > 0
+        return self.blackout(now), sent_inside
+
     def _stream_failed(self, ex: _Exchange, exc: BaseException) -> VendorError:
         self.stats.errors[type(exc).__name__] += 1
         return translate_error(exc, vendor=self.vendor, url=ex.url)
@@ -380,10 +391,11 @@ class VendorClient:
                     continue
                 raise err
 
-            wait_s = self.blackout(self._owner.now()) if self.blackout is not None else 0.0
-            if wait_s > 0 and isinstance(err, RetriableError):
+            wait_s, sent_inside = self._blackout_wait(ex)
+            if (wait_s > 0 or sent_inside) and isinstance(err, RetriableError):
                 # A known outage: wait for its end (the whole vendor) instead of spending
-                # retries, and start the retry budget afresh afterwards.
+                # retries, and start the retry budget afresh afterwards. A call sent inside
+                # the window whose failure arrives after it ended is retried the same way.
                 self.limiter.pause(wait_s)
                 log.info("http.blackout", vendor=self.vendor, wait_s=round(wait_s, 1))
                 attempt -= 1

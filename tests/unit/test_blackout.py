@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -72,3 +73,40 @@ async def test_a_call_failing_in_a_blackout_waits_for_its_end_without_spending_r
     assert resp.status == 200
     assert len(hits) == 2  # one failure inside the window, one call after it
     assert hits[1] >= window_ends - 0.01
+
+
+async def test_a_call_sent_inside_a_window_that_fails_after_it_is_retried_free() -> None:
+    """The 503 of a call sent during the window may arrive after the window ended."""
+    from datetime import timedelta
+
+    hits: list[float] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        hits.append(time.monotonic())
+        if len(hits) == 1:
+            await asyncio.sleep(0.3)  # answered after the window closed
+            return web.Response(status=503)
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_get("/x", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    window_ends = datetime.now(UTC) + timedelta(seconds=0.15)
+    try:
+        async with HttpClient() as http:
+            client = http.register(
+                "imis",
+                f"http://127.0.0.1:{port}",
+                limiter=VendorLimiter("imis", 2, 100),
+                retry=RetryPolicy(max_attempts=1),
+            )
+            client.blackout = lambda now: max(0.0, (window_ends - now).total_seconds())
+            resp = await client.request("GET", "/x")
+    finally:
+        await runner.cleanup()
+    assert resp.status == 200
+    assert len(hits) == 2
