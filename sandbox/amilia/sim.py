@@ -132,6 +132,7 @@ class AmiliaSim(VendorSim):
         self._secret = hashlib.sha256(f"amilia-sandbox:{options.seed}".encode()).digest()
         self._routes: list[Route] = []
         self.store = self._new_store()
+        self.origins: dict[str, int] = {}  # X-Amilia-Origin value ("" when absent) → calls
         self._pages = PageCache(int(self.settings["page_cache_mb"]) * 1_000_000)
 
     def _new_store(self) -> Store:
@@ -180,6 +181,8 @@ class AmiliaSim(VendorSim):
             route(v2 + "/persons", {"GET": self._v2_persons}),
         ]
         self._routes = [r for r in table if r.methods]
+        # Who called, by X-Amilia-Origin (the seed asks every client to send it).
+        app.router.add_get("/_sandbox/origins", self._get_origins)
         # One catch-all route: our own matcher gives case-insensitive paths and vendor-shaped
         # 404/405 bodies (aiohttp's router would answer those in plain text).
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
@@ -193,7 +196,12 @@ class AmiliaSim(VendorSim):
             resp.headers.update(exc.headers)
             return resp
 
+    async def _get_origins(self, request: web.Request) -> web.Response:
+        return web.json_response(dict(self.origins))
+
     async def _serve(self, request: web.Request) -> web.Response:
+        origin = request.headers.get("X-Amilia-Origin", "")
+        self.origins[origin] = self.origins.get(origin, 0) + 1
         segments = [s for s in request.match_info["tail"].split("/") if s]
         for candidate in self._routes:
             params = match_path(candidate.pattern, segments)

@@ -20,6 +20,7 @@ A windowed pass deletes nothing.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -100,7 +101,8 @@ def parse_v3(body: Any, *, what: str = "list") -> Page[JSON]:
         return Page(_objects(body, what))
     if not isinstance(body, dict) or not isinstance(body.get("Items"), list):
         raise ParseError(f"{what}: not an Items/Paging page", vendor=VENDOR, stream=what)
-    paging = body.get("Paging") or {}
+    paging = body.get("Paging")
+    paging = {} if paging is None else paging
     if not isinstance(paging, dict):
         raise ParseError(f"{what}: Paging is not an object", vendor=VENDOR, stream=what)
     total = paging.get("TotalCount")
@@ -369,18 +371,23 @@ class AmiliaConnector(Connector):
         return None if value is None else str(value)
 
     async def push(self, entity: str, rows: list[tuple[str, JSON]]) -> list[PushOutcome]:
+        # One object per call (the API has no bulk write), several at once under the limiter.
+        sends = fetch_in_order(
+            rows, functools.partial(self._push_one, entity), max_parallel=self.settings.max_parallel
+        )
+        async with contextlib.aclosing(sends) as outcomes:
+            return [outcome async for outcome in outcomes]
+
+    async def _push_one(self, entity: str, row: tuple[str, JSON]) -> PushOutcome:
+        key, payload = row
         method, path = PUSH[entity]
-        out = []
-        for key, payload in rows:  # one object per call: the API has no bulk write
-            url = f"{self._root('v3')}/{path}"
-            if entity == "persons":
-                url += f"/{payload['Id']}"
-            try:
-                await self.client.request(method, url, json=payload, expect_json=True)
-            except RequestRejected as exc:
-                if exc.status in (400, 422):
-                    out.append(PushOutcome(key, "rejected", str(exc)))
-                    continue
-                raise
-            out.append(PushOutcome(key, "created" if method == "POST" else "edited"))
-        return out
+        url = f"{self._root('v3')}/{path}"
+        if entity == "persons":
+            url += f"/{payload['Id']}"
+        try:
+            await self.client.request(method, url, json=payload, expect_json=True)
+        except RequestRejected as exc:
+            if exc.status in (400, 422):  # this row's validation: record it, go on
+                return PushOutcome(key, "rejected", str(exc))
+            raise
+        return PushOutcome(key, "created" if method == "POST" else "edited")
