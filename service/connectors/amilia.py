@@ -24,7 +24,7 @@ import functools
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -37,6 +37,7 @@ from service.http import VendorClient
 from service.models import JSON, Batch, Record
 
 VENDOR = "amilia"
+T = TypeVar("T")
 MAX_PASSES = 5  # re-reads of a list that kept shifting; then the run fails (nothing lost)
 
 
@@ -130,25 +131,27 @@ def _objects(items: list[Any], what: str) -> list[JSON]:
     return items
 
 
-def item_key(item: JSON, key: str, what: str) -> int:
-    value = item.get(key)
-    if isinstance(value, bool) or not isinstance(value, int):
+def page_ids(items: list[JSON], key: str, what: str) -> list[int]:
+    """The integer ids of a page's items (every list is ordered by them)."""
+    ids = [item.get(key) for item in items]
+    if not all(type(i) is int for i in ids):
         raise ParseError(f"{what}: item without an integer {key}", vendor=VENDOR, stream=what)
-    return value
+    return ids  # type: ignore[return-value]
 
 
 def unstable(pages: Iterable[Page[JSON]], total: int | None, key: str, what: str) -> bool:
-    """Whether a walk saw its list move: a page with another total, or ids not ascending
-    across pages (an insertion shifted items forward, so a removal may have hidden one)."""
+    """Whether a walk saw its list move: a page with another total, or a page starting at
+    or before the id its predecessor ended with (an insertion shifted items forward, so a
+    removal elsewhere may have hidden one). Lists are ordered by id within a page."""
     last = None
     for page in pages:
         if page.total != total:
             return True
-        for item in page.items:
-            ident = item_key(item, key, what)
-            if last is not None and ident <= last:
+        if page.items:
+            ids = page_ids([page.items[0], page.items[-1]], key, what)
+            if last is not None and ids[0] <= last:
                 return True
-            last = ident
+            last = ids[-1]
     return False
 
 
@@ -218,16 +221,16 @@ class AmiliaConnector(Connector):
 
     # A complete pass: every batch marks what it saw, the last one says it was complete.
     async def _complete(
-        self, ctx: StreamContext, stream: str, items: AsyncGenerator[JSON, None]
+        self, ctx: StreamContext, stream: str, pages: AsyncGenerator[list[JSON], None]
     ) -> AsyncGenerator[Batch, None]:
         key = LISTS[stream].key
         pending: list[Record] = []
         count = 0
-        async with contextlib.aclosing(items) as walk:
-            async for item in walk:
-                pending.append(Record(stream, str(item[key]), item))
-                count += 1
-                ctx.advance(1)
+        async with contextlib.aclosing(pages) as walk:
+            async for items in walk:
+                pending.extend(Record(stream, str(item[key]), item) for item in items)
+                count += len(items)
+                ctx.advance(len(items))
                 if len(pending) >= ctx.batch_size:
                     yield Batch(records=pending, marks=())
                     pending = []
@@ -235,13 +238,13 @@ class AmiliaConnector(Connector):
 
     async def _activities(self, ctx: StreamContext) -> AsyncGenerator[Batch, None]:
         programs = self._walk("programs", "programs", LISTS["programs"], {})
-        ids = [item["Id"] async for item in programs]
+        ids = [item["Id"] async for items in programs for item in items]
 
-        async def every() -> AsyncGenerator[JSON, None]:
+        async def every() -> AsyncGenerator[list[JSON], None]:
             for program in ids:
                 path = LISTS["activities"].path.format(program=program)
-                async for item in self._walk("activities", path, LISTS["activities"], {}):
-                    yield item
+                async for items in self._walk("activities", path, LISTS["activities"], {}):
+                    yield items
 
         async with contextlib.aclosing(self._complete(ctx, "activities", every())) as batches:
             async for batch in batches:
@@ -267,13 +270,14 @@ class AmiliaConnector(Connector):
         pending: list[Record] = []
         count = 0
         async with contextlib.aclosing(self._walk(stream, spec.path, spec, params)) as walk:
-            async for item in walk:
-                cursor = item.get(spec.cursor)
-                cursor = str(cursor) if cursor is not None else None
-                newest = max(newest, cursor) if newest and cursor else newest or cursor
-                pending.append(Record(stream, str(item[spec.key]), item, cursor))
-                count += 1
-                ctx.advance(1)
+            async for items in walk:
+                for item in items:
+                    cursor = item.get(spec.cursor)
+                    cursor = str(cursor) if cursor is not None else None
+                    newest = max(newest, cursor) if newest and cursor else newest or cursor
+                    pending.append(Record(stream, str(item[spec.key]), item, cursor))
+                count += len(items)
+                ctx.advance(len(items))
                 if len(pending) >= ctx.batch_size:
                     yield Batch(records=pending, marks=() if full else None)
                     pending = []
@@ -283,19 +287,27 @@ class AmiliaConnector(Connector):
         else:
             yield Batch(records=pending, state=state)
 
-    # --- walks -----------------------------------------------------------------------------------
+    # --- walks: each yields the items of one page at a time, in id order ----------------------
+    def pages(
+        self, stream: str, params: dict[str, str] | None = None
+    ) -> AsyncGenerator[list[JSON], None]:
+        """Every item of a top-level list stream, page by page (benchmarks, tools)."""
+        spec = LISTS[self.spec(stream).name]
+        return self._walk(stream, spec.path, spec, params or {})
+
     def _walk(
         self, stream: str, path: str, spec: ListDef, params: dict[str, str]
-    ) -> AsyncGenerator[JSON, None]:
+    ) -> AsyncGenerator[list[JSON], None]:
         query = {**dict(spec.params), **params}
         if self.is_v2(stream):
             query["limit"] = str(self.options.v2_limit)
             return self._follow(f"{self._root('v2')}/{path}", query, parse_v2, stream)
         return self._walk_v3(f"{self._root('v3')}/{path}", query, spec.key, stream)
 
-    async def _get(self, url: str, params: dict[str, str] | None = None) -> Any:
+    async def _get(self, url: str, params: dict[str, str] | None, parse: Callable[[Any], T]) -> T:
+        """One page, parsed (a body that is not JSON is retried by the client)."""
         resp = await self.client.request("GET", url, params=params, expect_json=True)
-        return resp.json()
+        return parse(resp.json())
 
     async def _follow(
         self,
@@ -303,61 +315,61 @@ class AmiliaConnector(Connector):
         query: dict[str, str],
         parse: Callable[..., Page[JSON]],
         what: str,
-    ) -> AsyncGenerator[JSON, None]:
+    ) -> AsyncGenerator[list[JSON], None]:
         """Next links one after another (v2, or a v3 list without a total)."""
+        read = functools.partial(parse, what=what)
         seen: set[str] = set()
-        page = parse(await self._get(url, query), what=what)
+        page = await self._get(url, query, read)
         while True:
-            for item in page.items:
-                yield item
+            yield page.items
             if page.next is None:
                 return
             if page.next in seen:
                 raise ParseError(f"{what}: pagination loop at {page.next}", vendor=VENDOR)
             seen.add(page.next)
-            page = parse(await self._get(page.next), what=what)
+            page = await self._get(page.next, None, read)
 
     async def _walk_v3(
         self, url: str, query: dict[str, str], key: str, what: str
-    ) -> AsyncGenerator[JSON, None]:
+    ) -> AsyncGenerator[list[JSON], None]:
         """Head page, then the rest concurrently in order; re-read while the list shifts."""
         size = self.options.per_page
         query = {**query, self.options.page_param: str(size)}
         yielded: set[int] = set()
+
+        def read(body: Any) -> tuple[Page[JSON], list[int]]:
+            page = parse_v3(body, what=what)
+            return page, page_ids(page.items, key, what)
+
+        async def fetch(n: int) -> tuple[Page[JSON], list[int]]:
+            return await self._get(url, {**query, "page": str(n)}, read)
+
         for _ in range(MAX_PASSES):
-            head = parse_v3(await self._get(url, {**query, "page": "1"}), what=what)
+            head, head_ids = await fetch(1)
             if head.total is None:  # no total: follow the links
-                async for item in self._follow(url, {**query, "page": "1"}, parse_v3, what):
-                    yield item
+                async for items in self._follow(url, {**query, "page": "1"}, parse_v3, what):
+                    yield items
                 return
             pages = [head]
-
-            async def fetch(n: int) -> Page[JSON]:
-                return parse_v3(await self._get(url, {**query, "page": str(n)}), what=what)
-
+            yield self._fresh(head, head_ids, yielded)
             rest = remaining_pages(head.total, size) if head.next is not None else []
             ordered = fetch_in_order(rest, fetch, max_parallel=self.settings.max_parallel)
             async with contextlib.aclosing(ordered) as more:
-                for page in [head]:
-                    for item in self._fresh(page, key, what, yielded):
-                        yield item
-                async for page in more:
+                async for page, ids in more:
                     pages.append(page)
-                    for item in self._fresh(page, key, what, yielded):
-                        yield item
-            tail = pages[-1]
-            if not unstable(pages, head.total, key, what) and tail.next is None:
+                    yield self._fresh(page, ids, yielded)
+            if not unstable(pages, head.total, key, what) and pages[-1].next is None:
                 return
         raise ParseError(f"{what}: the list kept changing over {MAX_PASSES} reads", vendor=VENDOR)
 
     @staticmethod
-    def _fresh(page: Page[JSON], key: str, what: str, yielded: set[int]) -> list[JSON]:
-        out = []
-        for item in page.items:
-            ident = item_key(item, key, what)
-            if ident not in yielded:
-                yielded.add(ident)
-                out.append(item)
+    def _fresh(page: Page[JSON], ids: list[int], yielded: set[int]) -> list[JSON]:
+        """The page's items not yielded by an earlier read of this walk."""
+        if yielded.isdisjoint(ids):
+            yielded.update(ids)
+            return page.items
+        out = [item for item, i in zip(page.items, ids, strict=True) if i not in yielded]
+        yielded.update(ids)
         return out
 
     # --- push ------------------------------------------------------------------------------------

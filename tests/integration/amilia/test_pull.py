@@ -95,6 +95,8 @@ async def test_records_inserted_and_removed_mid_walk_are_not_missed(
         run = await run_stream(rt, "amilia", "accounts", "manual")
         await meddling
     assert run.status == "succeeded", run.error
+    stats = await control(sb, "stats")
+    assert stats["requests"] > 1 + 2000 // 20  # the shifted list was read again
     await control(sb, "faults", {"latency_ms": 0})
     truth = {str(i["Id"]) for i in await vendor_items(sb, "accounts?showArchived=true")}
     got = set(await staged(engine, "accounts"))
