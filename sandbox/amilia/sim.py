@@ -23,6 +23,12 @@ Settings (``SandboxOptions.vendors["amilia"]``), one per [ASSUMPTION] of vendor-
 - ``created_status`` (201): the status of the POST writes (the PUT answers 200).
 - ``anchor_date`` (None): the ``YYYY-MM-DD`` day the generated data describes; by default
   the clock's (UTC) day when the simulator starts. Not an assumption, a knob for demos.
+- ``page_cache_mb`` (256): serialised v3 pages kept per URL while no table changes, so the
+  simulator is not the bottleneck of a client walking at 100 pages/s (0 disables).
+
+v3 lists take ``limit`` as well as ``perPage`` (the seed: "You can always use a limit query
+string parameter to control the page size"). ``GET /amilia/_sandbox/origins`` counts calls
+by their ``X-Amilia-Origin`` header ("" when absent).
 
 Only the JWT flow exists: how the API key/secret pair travels is undocumented [ASSUMPTION].
 Limits (on by default): reject mode, per client address, 100 requests per sliding second →
