@@ -20,6 +20,9 @@ from sandbox.amilia.wire import person_errors, person_fields
 from sandbox.data import Record
 
 MUTABLE = ("accounts", "persons", "registrations")
+# Generated from the layout and never edited here (the catalogue and the scan log): a
+# mutation of these touches nothing, so a demo may mutate every stream it syncs.
+READ_ONLY = ("programs", "activities", "accessscans")
 # Explicit updates of accounts and registrations: field → accepted types.
 ACCOUNT_FIELDS: dict[str, tuple[type, ...]] = {
     "Corporate": (bool,),
@@ -103,6 +106,9 @@ def _update(store: Store, entity: str, item: Any, today: int) -> int:
 def apply_mutation(store: Store, body: dict[str, Any], now_s: float, today: int) -> dict[str, Any]:
     """Apply one mutation request; returns the ids touched (a ValueError becomes a 400)."""
     entity = body.get("entity")
+    if entity in READ_ONLY:
+        return {"entity": entity, "updated": [], "changed": [], "deleted": [], "added": [],
+                "read_only": True}  # fmt: skip
     if entity not in MUTABLE:
         raise ValueError(f"'entity' must be one of {', '.join(MUTABLE)}")
     table: Table = getattr(store, entity)

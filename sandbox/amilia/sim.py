@@ -23,6 +23,12 @@ Settings (``SandboxOptions.vendors["amilia"]``), one per [ASSUMPTION] of vendor-
 - ``created_status`` (201): the status of the POST writes (the PUT answers 200).
 - ``anchor_date`` (None): the ``YYYY-MM-DD`` day the generated data describes; by default
   the clock's (UTC) day when the simulator starts. Not an assumption, a knob for demos.
+- ``page_cache_mb`` (256): serialised v3 pages kept per URL while no table changes, so the
+  simulator is not the bottleneck of a client walking at 100 pages/s (0 disables).
+
+v3 lists take ``limit`` as well as ``perPage`` (the seed: "You can always use a limit query
+string parameter to control the page size"). ``GET /amilia/_sandbox/origins`` counts calls
+by their ``X-Amilia-Origin`` header ("" when absent).
 
 Only the JWT flow exists: how the API key/secret pair travels is undocumented [ASSUMPTION].
 Limits (on by default): reject mode, per client address, 100 requests per sliding second →
@@ -47,6 +53,7 @@ from aiohttp import web
 
 from sandbox.amilia.data import PERSON_BASE, Layout, Table, iso_day, today_ordinal
 from sandbox.amilia.mutate import apply_mutation
+from sandbox.amilia.pages import PageCache
 from sandbox.amilia.store import Store
 from sandbox.amilia.wire import (
     ApiError,
@@ -83,6 +90,7 @@ SETTINGS = {
     "write_endpoints": True,
     "created_status": 201,
     "anchor_date": None,
+    "page_cache_mb": 256,  # serialised v3 pages of unchanged data kept (0: none)
 }
 DENIED = "Authorization has been denied for this request."
 
@@ -130,12 +138,15 @@ class AmiliaSim(VendorSim):
         self._secret = hashlib.sha256(f"amilia-sandbox:{options.seed}".encode()).digest()
         self._routes: list[Route] = []
         self.store = self._new_store()
+        self.origins: dict[str, int] = {}  # X-Amilia-Origin value ("" when absent) → calls
+        self._pages = PageCache(int(self.settings["page_cache_mb"]) * 1_000_000)
 
     def _new_store(self) -> Store:
         return Store(Layout(self.options.seed, max(1, self.options.records), self._anchor))
 
     def reset_data(self) -> None:
         self.store = self._new_store()
+        self._pages.clear()  # a new store starts its stamps afresh
 
     def today(self) -> int:
         return today_ordinal(self.clock.now())
@@ -176,6 +187,8 @@ class AmiliaSim(VendorSim):
             route(v2 + "/persons", {"GET": self._v2_persons}),
         ]
         self._routes = [r for r in table if r.methods]
+        # Who called, by X-Amilia-Origin (the seed asks every client to send it).
+        app.router.add_get("/_sandbox/origins", self._get_origins)
         # One catch-all route: our own matcher gives case-insensitive paths and vendor-shaped
         # 404/405 bodies (aiohttp's router would answer those in plain text).
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
@@ -189,7 +202,12 @@ class AmiliaSim(VendorSim):
             resp.headers.update(exc.headers)
             return resp
 
+    async def _get_origins(self, request: web.Request) -> web.Response:
+        return web.json_response(dict(self.origins))
+
     async def _serve(self, request: web.Request) -> web.Response:
+        origin = request.headers.get("X-Amilia-Origin", "")
+        self.origins[origin] = self.origins.get(origin, 0) + 1
         segments = [s for s in request.match_info["tail"].split("/") if s]
         for candidate in self._routes:
             params = match_path(candidate.pattern, segments)
@@ -256,12 +274,19 @@ class AmiliaSim(VendorSim):
         page, per_page = parse_v3_paging(
             request.query, V3_PER_PAGE, int(self.settings["per_page_max"])
         )
-        start, end, more = page_bounds(len(rows), page, per_page)
-        items = [item for item in map(render, rows[start:end]) if item is not None]
-        next_url = with_params(request.url, page=page + 1) if more else None
-        return web.json_response(
-            {"Items": items, "Paging": {"TotalCount": len(rows), "Next": next_url}}
-        )
+        # Rendering and serialising 200 rows costs ~15-25 ms of CPU: a page of unchanged
+        # data is served from its cached bytes, so the sandbox keeps up with 100 pages/s.
+        key = (str(request.url), self.today())
+        stamp = self.store.stamp()
+        body = self._pages.get(key, stamp)
+        if body is None:
+            start, end, more = page_bounds(len(rows), page, per_page)
+            items = [item for item in map(render, rows[start:end]) if item is not None]
+            next_url = with_params(request.url, page=page + 1) if more else None
+            envelope = {"Items": items, "Paging": {"TotalCount": len(rows), "Next": next_url}}
+            body = json.dumps(envelope).encode()
+            self._pages.put(key, stamp, body)
+        return web.Response(body=body, content_type="application/json")
 
     def _v2_page(
         self, request: web.Request, rows: Sequence[int], table: Table, render: Render

@@ -58,8 +58,16 @@ class Store:
             ACTIVITY_BASE,
         )
         self.skills: dict[int, list[Record]] = {}
+        self._tables = (
+            self.accounts, self.persons, self.registrations, self.scans, self.programs,
+            self.activities,
+        )  # fmt: skip
         self._skill_count = 0
         self.lists = Lists(self)
+
+    def stamp(self) -> tuple[int, ...]:
+        """Changes whenever any row any list renders changes (skills are never listed)."""
+        return tuple(t.version for t in self._tables)
 
     # --- generation ---------------------------------------------------------------------
     def _make_account(self, rng: random.Random, i: int) -> Record:

@@ -156,9 +156,13 @@ def parse_day(query: Mapping[str, str], name: str) -> int | None:
 def parse_v3_paging(
     query: Mapping[str, str], default_per_page: int, max_per_page: int
 ) -> tuple[int, int]:
-    """(page, perPage); perPage above the cap is clamped, as a lenient server would."""
+    """(page, perPage); perPage above the cap is clamped, as a lenient server would.
+
+    The seed: "You can always use a limit query string parameter to control the page
+    size", so ``limit`` is accepted too (``perPage`` wins when both are sent)."""
     page = parse_int(query, "page", 1, 1)
-    per_page = parse_int(query, "perPage", default_per_page, 1)
+    size_param = "perPage" if query.get("perPage") not in (None, "") else "limit"
+    per_page = parse_int(query, size_param, default_per_page, 1)
     return page, min(per_page, max_per_page)
 
 

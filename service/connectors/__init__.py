@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from service.connectors.aimms import AimmsConnector
 from service.connectors.aimsio import AimsioConnector
+from service.connectors.amilia import AmiliaConnector
 from service.connectors.base import Connector, PushOutcome, StreamContext, StreamSpec
 from service.connectors.imis import ImisConnector
 
@@ -12,6 +13,7 @@ REGISTRY: dict[str, type[Connector]] = {
     "aimsio": AimsioConnector,
     "aimms": AimmsConnector,
     "imis": ImisConnector,
+    "amilia": AmiliaConnector,
 }
 
 
