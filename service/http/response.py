@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import aiohttp
+import orjson
 
 from service.errors import ParseError, VendorError
 from service.http.translate import FOREIGN_ERRORS, body_excerpt, redact_url
@@ -15,6 +16,16 @@ _UNSET: Any = object()
 T = TypeVar("T")
 # A streamed line longer than aiohttp's buffer raises ValueError.
 _READ_ERRORS: tuple[type[BaseException], ...] = (*FOREIGN_ERRORS, ValueError)
+
+
+def _loads(body: bytes) -> Any:
+    """orjson first (a 250 KB page decodes several times faster, which is what lets a
+    client keep up with Amilia's 100 pages/s); the standard library for what orjson
+    refuses but JSON allows (integers beyond 64 bits), so results never differ."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return jsonlib.loads(body)
 
 
 class Response:
@@ -48,7 +59,7 @@ class Response:
         """The body parsed as JSON; ``ParseError`` (with a short excerpt) when it is not."""
         if self._json is _UNSET:
             try:
-                self._json = jsonlib.loads(self.body)
+                self._json = _loads(self.body)
             except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
                 safe = redact_url(self.url)
                 raise ParseError(
