@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from service.connectors.aimsio import AimsioConnector
+from service.connectors.aqua import AquaConnector
 from service.connectors.base import Connector, PushOutcome, StreamContext, StreamSpec
 
 # One line per vendor.
 REGISTRY: dict[str, type[Connector]] = {
     "aimsio": AimsioConnector,
+    "aqua": AquaConnector,
 }
 
 
