@@ -79,6 +79,7 @@ ODATA_JOBS_PATH = "/jobsmanagement/odata/v1.0/backgroundjob"
 FORMATS = {"csv": "CSV", "json": "JSON", "excel": "Excel"}
 SCOPES = {s.casefold(): s for s in ("Private", "Public", "PeopleInOrganization")}
 READ_CHUNK = 256 * 1024
+AHEAD = 4  # parsed chunks (of READ_CHUNK bytes each) waiting for the engine at most
 # A rerun refused for good (the job is gone or may not run again): make a new job.
 RERUN_GONE = {404: "purged", 400: "refused", 403: "refused", 405: "refused", 409: "refused", 410: "purged"}  # fmt: skip
 
@@ -285,7 +286,7 @@ class AquaConnector(Connector):
         keys = array.array("q")  # key hashes: duplicates counted in 8 bytes a row
         pending: list[Record] = []
         rows = 0
-        async with contextlib.aclosing(self.rows(opts, job)) as parsed:
+        async with contextlib.aclosing(read_ahead(self.rows(opts, job), AHEAD)) as parsed:
             async for chunk in parsed:
                 for row in chunk:
                     key = row_key(row, opts.key)
@@ -348,6 +349,34 @@ class AquaConnector(Connector):
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(path)
+
+
+async def read_ahead(
+    source: AsyncGenerator[list[JSON], None], depth: int
+) -> AsyncGenerator[list[JSON], None]:
+    """``source``'s items, fetched and parsed up to ``depth`` items ahead in a task, so
+    the download goes on while the engine commits a batch. Closing this closes it all."""
+    queue: asyncio.Queue[list[JSON] | BaseException | None] = asyncio.Queue(depth)
+
+    async def produce() -> None:
+        try:
+            async with contextlib.aclosing(source) as items:
+                async for item in items:
+                    await queue.put(item)
+            await queue.put(None)
+        except Exception as exc:  # handed to the consumer, raised there
+            await queue.put(exc)
+
+    task = asyncio.ensure_future(produce())
+    try:
+        while (item := await queue.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def count_repeats(hashes: array.array[int]) -> int:
