@@ -44,7 +44,6 @@ from __future__ import annotations
 import array
 import asyncio
 import contextlib
-import itertools
 import os
 import tempfile
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
@@ -283,21 +282,21 @@ class AquaConnector(Connector):
         self, opts: AquaStream, job: Job, ctx: StreamContext, state: JSON, *, marks: bool
     ) -> AsyncIterator[Batch]:
         """The export as batches; the last one (complete) only after the whole body parsed."""
-        keys = array.array("q")  # key hashes: duplicates counted in 8 bytes a row
+        keys = KeyHashes()  # duplicates counted in 8 bytes a row
         pending: list[Record] = []
         rows = 0
         async with contextlib.aclosing(read_ahead(self.rows(opts, job), AHEAD)) as parsed:
             async for chunk in parsed:
                 for row in chunk:
                     key = row_key(row, opts.key)
-                    keys.append(hash(key))
+                    keys.add(key)
                     pending.append(Record(ctx.stream, key, row))
                 rows += len(chunk)
                 ctx.advance(len(chunk))
                 if len(pending) >= ctx.batch_size:
                     yield Batch(records=pending, marks=() if marks else None)
                     pending = []
-        duplicates = count_repeats(keys)
+        duplicates = keys.repeats()
         del keys
         if duplicates:
             log.warning("aqua.duplicate_keys", stream=ctx.stream, count=duplicates)
@@ -379,9 +378,22 @@ async def read_ahead(
             await task
 
 
-def count_repeats(hashes: array.array[int]) -> int:
-    """How many entries repeat an earlier one (sorted, not a set: half the memory)."""
-    return sum(1 for a, b in itertools.pairwise(sorted(hashes)) if a == b)
+class KeyHashes:
+    """The keys of one export as 64-bit hashes, in 256 buckets: 8 bytes a key, and
+    counting repeats needs one bucket's set at a time, never a set of every key."""
+
+    BUCKETS = 256
+
+    def __init__(self) -> None:
+        self._buckets = [array.array("q") for _ in range(self.BUCKETS)]
+
+    def add(self, key: str) -> None:
+        h = hash(key)
+        self._buckets[h % self.BUCKETS].append(h)
+
+    def repeats(self) -> int:
+        """How many keys repeat an earlier one (a 64-bit collision would count too)."""
+        return sum(len(b) - len(set(b)) for b in self._buckets)
 
 
 def _open_sheet(path: str, key: tuple[str, ...]) -> tuple[Any, Iterator[JSON]]:
