@@ -24,6 +24,7 @@ from sandbox.aqua.output import (
     file_chunks,
     first_row_bytes,
     json_chunks,
+    malformed,
     send_chunks,
     write_xlsx,
 )
@@ -108,5 +109,8 @@ class DownloadApi:
             chunks = csv_chunks(rows, columns, chunk_rows)
         else:
             chunks = json_chunks(rows, columns, chunk_rows, str(settings["json_row_shape"]))
+            if faults.roll(fault_rate(faults.extra.get("malformed_json"))):
+                self.sim.stats.errors_injected += 1
+                chunks = malformed(chunks)
         await resp.prepare(request)
         return await send_chunks(request, resp, chunks, cut_at_bytes=cut_at)

@@ -65,6 +65,17 @@ def json_chunks(
     yield "".join(parts).encode("utf-8")
 
 
+def malformed(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """A JSON body with text that is not JSON between two rows, half-way through the
+    first chunk (the ``malformed_json`` fault): well-formed up to there, broken after."""
+    first = next(chunks, b"")
+    half = len(first) // 2
+    cut = max(first.find(b"},{", half), first.find(b"],[", half))
+    at = cut + 2 if cut >= 0 else max(0, len(first) - 1)
+    yield first[:at] + b"<!-- not json -->" + first[at:]
+    yield from chunks
+
+
 def write_xlsx(rows: Iterable[Record], columns: tuple[str, ...], title: str) -> IO[bytes]:
     """An .xlsx in a temporary file (rewound), built with openpyxl's write-only mode.
 

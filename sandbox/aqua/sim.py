@@ -42,7 +42,8 @@ Errors are ``{"message": …}`` (ASP.NET Web API); token errors are OAuth 2 ``{"
 Vendor faults (``POST /_sandbox/faults {"extra": {…}}``; true, or a fraction of jobs):
 ``job_never_finishes`` and ``job_fails`` (decided when a job is (re)queued),
 ``truncate_csv`` (a download is cut short mid-row; the shared ``truncate_rate`` does the
-same to every download format), ``token_expire_now`` (one shot: every issued token dies).
+same to every download format), ``malformed_json`` (a JSON download holds text that is
+not JSON between two rows half-way through), ``token_expire_now`` (one shot: every issued token dies).
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ class AquaSim(VendorSim):
     # Aqua documents no rate or concurrency limit; 429 only when a test configures one.
     default_limits = LimitConfig(enabled=False, mode="reject")
     extra_faults = frozenset(
-        {"job_never_finishes", "job_fails", "truncate_csv", "token_expire_now"}
+        {"job_never_finishes", "job_fails", "truncate_csv", "malformed_json", "token_expire_now"}
     )
 
     def __init__(self, options: SandboxOptions) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from service.connectors.aimms import AimmsConnector
 from service.connectors.aimsio import AimsioConnector
 from service.connectors.amilia import AmiliaConnector
+from service.connectors.aqua import AquaConnector
 from service.connectors.base import Connector, PushOutcome, StreamContext, StreamSpec
 from service.connectors.imis import ImisConnector
 
@@ -14,6 +15,7 @@ REGISTRY: dict[str, type[Connector]] = {
     "aimms": AimmsConnector,
     "imis": ImisConnector,
     "amilia": AmiliaConnector,
+    "aqua": AquaConnector,
 }
 
 
