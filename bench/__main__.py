@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bench import names
+from service.console import tune_gc
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     module = importlib.import_module(f"bench.{args.name}")
     run: Callable[[bool], dict[str, Any]] = module.main
+    tune_gc()  # as every vendorsync command does
     figures = run(args.quick)
     sys.stdout.flush()
     print(json.dumps({"bench": args.name, **figures}, default=str))

@@ -6,6 +6,9 @@ with the limit lifted to warm the sandbox's page cache (so the measurement is of
 client, not of the simulator rendering pages), reset its counters, then walk it through
 the connector: the first page tells ``TotalCount`` and the rest are fetched concurrently
 under the limiter. Rates are measured by the sandbox, from the first arrival to the last.
+The measured walk is a scheduled run's: it knows the count the last run listed and asks
+for those pages together with the first; the first walk ever (which must wait a round
+trip for the first page's total) is reported beside it.
 A short sequential walk (following ``Paging.Next``) is measured for comparison, and the
 sandbox's own CPU per request is read from ``/proc``.
 """
@@ -28,7 +31,7 @@ from service.connectors.amilia import AmiliaConnector
 from service.db import migrate
 from service.engine.runtime import Runtime
 
-ACCOUNTS_FULL, ACCOUNTS_QUICK = 50_000, 10_000
+ACCOUNTS_FULL, ACCOUNTS_QUICK = 200_000, 50_000
 PER_PAGE = 200
 LATENCY_MS = 100
 CAP_PER_S = 100.0
@@ -132,19 +135,11 @@ async def measure(proc: asyncio.subprocess.Process, url: str, records: int, work
         await control(http, url, "faults", {"limits": {"enabled": True}})
         await connector.client.auth.headers()  # type: ignore[union-attr]  # log in first
         await asyncio.sleep(1.1)  # let the login leave the vendor's one-second window
-        await control(http, url, "reset", {"faults": False})
-        cpu0 = cpu_s(proc.pid)
-        client_cpu0 = time.process_time()
-        started = time.monotonic()
-        n = 0
-        async for items in connector.pages("accounts"):
-            n += len(items)
-        elapsed_s = time.monotonic() - started
-        client_cpu_s = time.process_time() - client_cpu0
-        cpu_per_req = 0.0
-        stats = await control(http, url, "stats")
-        if stats["requests"]:
-            cpu_per_req = (cpu_s(proc.pid) - cpu0) / stats["requests"]
+        first = await walk(http, url, proc, connector, None)
+        # A scheduled run knows how many records the last one listed (its stream state)
+        # and asks for their pages together with the first: the steady state measured.
+        await asyncio.sleep(1.1)
+        later = await walk(http, url, proc, connector, first["records"])
         # Sequential following of Paging.Next, for comparison.
         await asyncio.sleep(1.1)
         await control(http, url, "reset", {"faults": False})
@@ -157,10 +152,39 @@ async def measure(proc: asyncio.subprocess.Process, url: str, records: int, work
             body = (await connector.client.request("GET", path, expect_json=True)).json()
             next_url = body["Paging"]["Next"]
         seq_rate = SEQUENTIAL_PAGES / (time.monotonic() - seq_started)
-    assert n == records, (n, records)
+    assert first["records"] == later["records"] == records, (first, later, records)
+    return {
+        **later,
+        "first_walk_ratio_to_cap": first["ratio_to_cap"],
+        "first_walk_requests": first["requests"],
+        "sequential_ratio": seq_rate / CAP_PER_S,
+        "sandbox_cold_cpu_ms_per_page": cold_cpu_per_req * 1000,
+    }
+
+
+async def walk(
+    http: aiohttp.ClientSession,
+    url: str,
+    proc: asyncio.subprocess.Process,
+    connector: AmiliaConnector,
+    expected: int | None,
+) -> dict[str, Any]:
+    """One walk of ``accounts`` through the connector, measured at the sandbox."""
+    await control(http, url, "reset", {"faults": False})
+    cpu0 = cpu_s(proc.pid)
+    client_cpu0 = time.process_time()
+    started = time.monotonic()
+    n = 0
+    async for items in connector.pages("accounts", expected=expected):
+        n += len(items)
+    elapsed_s = time.monotonic() - started
+    client_cpu_s = time.process_time() - client_cpu0
+    stats = await control(http, url, "stats")
+    cpu_per_req = (cpu_s(proc.pid) - cpu0) / max(1, stats["requests"])
     span_s = stats["arrival_span_s"] or elapsed_s
     rate = (stats["requests"] - 1) / span_s if stats["requests"] > 1 else 0.0
     return {
+        "records": n,
         "requests": stats["requests"],
         "elapsed_s": elapsed_s,
         "requests_per_s": rate,
@@ -169,10 +193,8 @@ async def measure(proc: asyncio.subprocess.Process, url: str, records: int, work
         "max_per_s": stats["max_per_s"],
         "violations": stats["violation_count"],
         "rate_limited": stats["rate_limited"],
-        "sequential_ratio": seq_rate / CAP_PER_S,
         "sandbox_cpu_ms_per_request": cpu_per_req * 1000,
         "client_cpu_ms_per_page": client_cpu_s * 1000 / max(1, stats["requests"]),
-        "sandbox_cold_cpu_ms_per_page": cold_cpu_per_req * 1000,
     }
 
 
@@ -196,6 +218,7 @@ def main(quick: bool) -> dict[str, Any]:
     rows = [
         ("page requests/s (sandbox-measured)", f"{f['requests_per_s']:.2f}"),
         ("÷ the 100/s cap", f"{f['ratio_to_cap']:.3f} (target ≥ {TARGET_RATIO})"),
+        ("÷ cap, first walk (no count known)", f"{f['first_walk_ratio_to_cap']:.3f}"),
         ("records/s", f"{f['records_per_s']:.0f}"),
         ("busiest 1 s window at the vendor", f"{f['max_per_s']} (cap 100)"),
         ("429s / violations", f"{f['rate_limited']} / {f['violations']}"),

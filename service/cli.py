@@ -11,7 +11,7 @@ import json
 import os
 import signal
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -29,6 +29,7 @@ from service.config import (
 )
 from service.console import (
     DEBUG_ENV,
+    EX_TEMPFAIL,
     err,
     error_line,
     fail,
@@ -274,10 +275,23 @@ def resync(
             "are read as always, and a first run reads everything.",
         ),
     ] = None,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait",
+            help="Inside one of the vendor's blackout windows (e.g. iMIS database "
+            "restores), wait for its end instead of refusing to start.",
+        ),
+    ] = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Run one vendor's streams (or one stream) now, outside the schedule."""
+    """Run one vendor's streams (or one stream) now, outside the schedule.
+
+    Refuses to start inside one of the vendor's blackout windows (exit 75, try again
+    later) unless ``--wait`` is given.
+    """
     from service.engine.resync import resync_streams
+    from service.engine.runtime import vendor_blackout_s
 
     if full and since:
         fail("--full and --since exclude each other", 2)
@@ -285,6 +299,14 @@ def resync(
     settings = settings_from(config)
     if vendor not in settings.vendors:
         fail(f"unknown vendor {vendor!r}. Known vendors and streams: {_known(settings)}", 2)
+    blackout_s = vendor_blackout_s(settings, vendor)
+    if blackout_s > 0 and not wait:
+        until = datetime.now(UTC) + timedelta(seconds=blackout_s)
+        fail(
+            f"{vendor} is in a blackout window until {until:%H:%M:%S} UTC "
+            f"({blackout_s:.0f} s); try again then, or pass --wait",
+            EX_TEMPFAIL,
+        )
     from service.live import LiveProgress
 
     caps = {v: s.rate_per_s for v, s in settings.vendors.items()}

@@ -155,6 +155,12 @@ def unstable(pages: Iterable[Page[JSON]], total: int | None, key: str, what: str
     return False
 
 
+def _ends(page: Page[JSON]) -> Page[JSON]:
+    """What ``unstable`` needs of a page (its total, first and last item), so a walk does
+    not hold every page it read."""
+    return Page(page.items[:1] + page.items[-1:], next=page.next, total=page.total)
+
+
 def window_start(
     checkpoint: str | None, *, overlap_days: int, since: datetime | None, full: bool, first: date
 ) -> date:
@@ -214,7 +220,10 @@ class AmiliaConnector(Connector):
         elif name == "activities":
             body = self._activities(ctx)
         else:
-            body = self._complete(ctx, name, self._walk(name, spec.path, spec, {}))
+            listed = (ctx.state or {}).get("listed")
+            expected = listed if type(listed) is int and listed > 0 else None
+            walk = self._walk(name, spec.path, spec, {}, expected=expected)
+            body = self._complete(ctx, name, walk)
         async with contextlib.aclosing(body) as batches:
             async for batch in batches:
                 yield batch
@@ -289,20 +298,26 @@ class AmiliaConnector(Connector):
 
     # --- walks: each yields the items of one page at a time, in id order ----------------------
     def pages(
-        self, stream: str, params: dict[str, str] | None = None
+        self, stream: str, params: dict[str, str] | None = None, *, expected: int | None = None
     ) -> AsyncGenerator[list[JSON], None]:
         """Every item of a top-level list stream, page by page (benchmarks, tools)."""
         spec = LISTS[self.spec(stream).name]
-        return self._walk(stream, spec.path, spec, params or {})
+        return self._walk(stream, spec.path, spec, params or {}, expected=expected)
 
     def _walk(
-        self, stream: str, path: str, spec: ListDef, params: dict[str, str]
+        self,
+        stream: str,
+        path: str,
+        spec: ListDef,
+        params: dict[str, str],
+        *,
+        expected: int | None = None,
     ) -> AsyncGenerator[list[JSON], None]:
         query = {**dict(spec.params), **params}
         if self.is_v2(stream):
             query["limit"] = str(self.options.v2_limit)
             return self._follow(f"{self._root('v2')}/{path}", query, parse_v2, stream)
-        return self._walk_v3(f"{self._root('v3')}/{path}", query, spec.key, stream)
+        return self._walk_v3(f"{self._root('v3')}/{path}", query, spec.key, stream, expected)
 
     async def _get(self, url: str, params: dict[str, str] | None, parse: Callable[[Any], T]) -> T:
         """One page, parsed (a body that is not JSON is retried by the client)."""
@@ -330,35 +345,69 @@ class AmiliaConnector(Connector):
             page = await self._get(page.next, None, read)
 
     async def _walk_v3(
-        self, url: str, query: dict[str, str], key: str, what: str
+        self, url: str, query: dict[str, str], key: str, what: str, expected: int | None = None
     ) -> AsyncGenerator[list[JSON], None]:
-        """Head page, then the rest concurrently in order; re-read while the list shifts."""
+        """Head page, then the rest concurrently in order; re-read while the list shifts.
+
+        ``expected`` (the count the stream's last complete pass listed) lets the first pass
+        ask for the pages it will likely need together with the head instead of after it:
+        the limiter then never idles for a round trip. Once the head tells the real total,
+        guessed pages past its end are answered empty without a request (the few already
+        on their way are read and yield nothing).
+        """
         size = self.options.per_page
         query = {**query, self.options.page_param: str(size)}
         yielded: set[int] = set()
+        last_page: int | None = None  # known once a head page told the total
+        skipped: Page[JSON] = Page([])  # a guessed page past the end, not requested
+        # A page's items are yielded and let go; `pages` keeps what the stability check
+        # needs (first and last item), so a walk holds one page at a time, not the list.
 
         def read(body: Any) -> tuple[Page[JSON], list[int]]:
             page = parse_v3(body, what=what)
             return page, page_ids(page.items, key, what)
 
         async def fetch(n: int) -> tuple[Page[JSON], list[int]]:
-            return await self._get(url, {**query, "page": str(n)}, read)
+            nonlocal last_page
+            if last_page is not None and n > last_page:
+                return skipped, []
+            page, ids = await self._get(url, {**query, "page": str(n)}, read)
+            if n == 1 and page.total is not None:  # known at once, not when consumed
+                last_page = 1 if page.next is None else 1 + len(remaining_pages(page.total, size))
+            return page, ids
 
-        for _ in range(MAX_PASSES):
-            head, head_ids = await fetch(1)
-            if head.total is None:  # no total: follow the links
-                async for items in self._follow(url, {**query, "page": "1"}, parse_v3, what):
-                    yield items
-                return
-            pages = [head]
-            yield self._fresh(head, head_ids, yielded)
-            rest = remaining_pages(head.total, size) if head.next is not None else []
-            ordered = fetch_in_order(rest, fetch, max_parallel=self.settings.max_parallel)
-            async with contextlib.aclosing(ordered) as more:
-                async for page, ids in more:
-                    pages.append(page)
+        for attempt in range(MAX_PASSES):
+            last_page = None
+            guess = remaining_pages(expected, size) if expected and attempt == 0 else []
+            pages: list[Page[JSON]] = []
+            first = fetch_in_order([1, *guess], fetch, max_parallel=self.settings.max_parallel)
+            async with contextlib.aclosing(first) as walk:
+                async for page, ids in walk:
+                    if not pages and page.total is None:  # no total: follow the links
+                        await walk.aclose()
+                        async for items in self._follow(
+                            url, {**query, "page": "1"}, parse_v3, what
+                        ):
+                            yield items
+                        return
+                    pages.append(page if page is skipped else _ends(page))
                     yield self._fresh(page, ids, yielded)
-            if not unstable(pages, head.total, key, what) and pages[-1].next is None:
+            assert last_page is not None
+            rest = list(range(2 + len(guess), last_page + 1))
+            more = fetch_in_order(rest, fetch, max_parallel=self.settings.max_parallel)
+            async with contextlib.aclosing(more) as walk:
+                async for page, ids in walk:
+                    pages.append(page if page is skipped else _ends(page))
+                    yield self._fresh(page, ids, yielded)
+            # Pages past the end (guessed, or requested before the head told the total)
+            # must be empty: items there mean the list grew during the walk.
+            needed, extra = pages[:last_page], [p for p in pages[last_page:] if p is not skipped]
+            total = pages[0].total
+            if (
+                not unstable(needed + extra, total, key, what)
+                and needed[-1].next is None
+                and not any(p.items for p in extra)
+            ):
                 return
         raise ParseError(f"{what}: the list kept changing over {MAX_PASSES} reads", vendor=VENDOR)
 

@@ -50,9 +50,17 @@ def remaining_offsets(total: int, limit: int, *, start: int = 0) -> list[int]:
 
 
 async def fetch_in_order(
-    keys: Sequence[K], fetch: Callable[[K], Awaitable[T]], *, max_parallel: int
+    keys: Sequence[K],
+    fetch: Callable[[K], Awaitable[T]],
+    *,
+    max_parallel: int,
+    ahead: int | None = None,
 ) -> AsyncGenerator[T, None]:
     """``fetch(k)`` for every key, at most ``max_parallel`` at once, yielded in key order.
+
+    Up to ``ahead`` results (default: ``max_parallel``) may wait, done, behind one that is
+    slow: one slow response then does not stop the others (head-of-line blocking would
+    leave the vendor's budget unspent); it bounds the memory of results held.
 
     Cancellation-safe: when the consumer stops early, fails or is cancelled, every task
     still running is cancelled and awaited before this generator returns. A failed fetch
@@ -60,12 +68,19 @@ async def fetch_in_order(
     """
     if max_parallel < 1:
         raise ValueError("max_parallel must be >= 1")
+    window = max_parallel + (max_parallel if ahead is None else max(0, ahead))
+    running = asyncio.Semaphore(max_parallel)
+
+    async def one(key: K) -> T:
+        async with running:  # FIFO: keys start in order
+            return await fetch(key)
+
     pending: dict[int, asyncio.Task[T]] = {}
     next_start = 0
     try:
         for i in range(len(keys)):
-            while next_start < len(keys) and len(pending) < max_parallel:
-                pending[next_start] = asyncio.ensure_future(fetch(keys[next_start]))
+            while next_start < len(keys) and len(pending) < window:
+                pending[next_start] = asyncio.ensure_future(one(keys[next_start]))
                 next_start += 1
             task = pending[i]
             while not task.done():

@@ -25,18 +25,15 @@ from prometheus_client import CollectorRegistry
 
 from service.config import (
     Settings,
-    blackout_remaining_s,
     expiry_warnings,
     parse_every_s,
-    parse_window,
 )
-from service.connectors import connector_class
 from service.daemon.health import build_health_app
 from service.daemon.metrics import DaemonMetrics
 from service.db import check_schema
 from service.db.outbox import outbox_summary
 from service.engine.push import push_once
-from service.engine.runtime import Runtime, blackouts_of
+from service.engine.runtime import Runtime, vendor_blackout_s
 from service.engine.sync import execute_stream
 from service.errors import LeaseHeld, SyncError
 
@@ -122,9 +119,7 @@ class Daemon:
         await self._tracked(go())
 
     def _blackout_s(self, vendor: str) -> float:
-        vs = self.settings.vendors[vendor]
-        windows = [parse_window(w) for w in blackouts_of(vs, connector_class(vendor))]
-        return blackout_remaining_s(windows, datetime.now(UTC))
+        return vendor_blackout_s(self.settings, vendor)
 
     def _retry_soon(
         self, rt: Runtime, vendor: str, stream: str, *, delay_s: float | None = None

@@ -29,7 +29,7 @@ from service.config import (
     blackout_remaining_s,
     parse_window,
 )
-from service.connectors import Connector, connector_class
+from service.connectors import REGISTRY, Connector, connector_class
 from service.db import check_schema, create_engine
 from service.engine.lease import HeldLease
 from service.errors import ConfigError
@@ -105,6 +105,15 @@ def _vendor_problems(vendor: str, vs: VendorSettings) -> list[ConfigError]:
 def blackouts_of(settings: VendorSettings, cls: type[Connector]) -> list[str]:
     """The vendor's blackout windows: from config, else its connector's known ones."""
     return list(settings.blackouts if settings.blackouts is not None else cls.default_blackouts)
+
+
+def vendor_blackout_s(settings: Settings, vendor: str, now: datetime | None = None) -> float:
+    """Seconds until the blackout window the vendor is in ends (0.0 when in none)."""
+    cls = REGISTRY.get(vendor)
+    if cls is None or vendor not in settings.vendors:
+        return 0.0
+    windows = [parse_window(w) for w in blackouts_of(settings.vendors[vendor], cls)]
+    return blackout_remaining_s(windows, now or datetime.now(UTC))
 
 
 def login_spec(auth: AuthSettings, defaults: Mapping[str, Any]) -> LoginSpec:

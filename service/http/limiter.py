@@ -5,13 +5,18 @@ A slot is, in this order: a parallel slot (FIFO semaphore), then the pause and f
 request goes out; taking a token and then queueing on the semaphore would let tokens of
 one window be spent together in the next, and the vendor would see a burst above its cap.
 
-Rate: a sliding log of the newest ``burst`` token stamps; a token is due once the oldest
-of them is ``throttle_period_s`` old. Bursts are smoothed: a limit of L per period is
-enforced as ``burst`` per ``period * burst / L`` (``burst`` divides L, about L/10 by
-default). Any window of ``period`` splits into L/burst sub-windows, so it still holds at
-most L, but the L requests of a window no longer leave together (a simultaneous burst
-opens many cold connections whose setup delays the first arrivals, and the next, warm
-window then lands closer to them than the margin allows). ``burst=L`` gives plain windows.
+Rate, two logs:
+* the *window* (the guarantee): the send times of the newest L tokens, for a limit of L
+  per period; a token is due once the oldest of them is a period old. Sends are logged
+  when their headers actually left (``Grant.sent``), so no window of the period ever
+  holds more than L sends.
+* the *pace* (the shape): ``burst`` per ``period * burst / L`` (``burst`` divides L, about
+  L/10 by default), so the L requests of a window do not leave together (a simultaneous
+  burst opens many cold connections whose setup delays the first arrivals, and the next,
+  warm window then lands closer to them than the margin allows). The pace logs when
+  tokens were *due*, not when they were taken: a wake-up late by a busy event loop (ten
+  pages decoding at once) is caught up afterwards instead of slowing every later token,
+  up to ``throttle_period_s`` behind. ``burst=L`` gives plain windows.
 
 Only the task at the head of a FIFO gate waits for a token, pause or fence, and it sleeps
 exactly until the moment it can go: no polling. Every read of time goes through the
@@ -37,7 +42,7 @@ from typing import Any, Self
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[Any]]
 REDATE_ALLOWANCE_S = 0.005
-ON_SCHEDULE_S = 0.001
+ON_SCHEDULE_S = 0.005
 
 
 def default_burst(limit: int) -> int:
@@ -128,7 +133,8 @@ class VendorLimiter:
         self._sleep = sleep
         self._sem = asyncio.Semaphore(max_parallel)
         self._gate = asyncio.Lock()  # FIFO; only its holder waits for token/pause/fence
-        self._stamps: list[float] = []  # the newest `burst` token stamps, ascending
+        self._stamps: list[float] = []  # the window: newest `rate_limit` sends, ascending
+        self._pace: list[float] = []  # the pace: newest `burst` due times, ascending
         self._paused_until = -math.inf
         self._unfenced = asyncio.Event()
         self._unfenced.set()
@@ -182,34 +188,43 @@ class VendorLimiter:
         """Seconds left in the current pause (0.0 when not paused)."""
         return max(0.0, self._paused_until - self._clock())
 
-    # rate log ----------------------------------------------------------------------------
-    def _token_due(self) -> float:
-        if len(self._stamps) < self.burst:
+    # rate logs --------------------------------------------------------------------------
+    def _window_due(self) -> float:
+        if len(self._stamps) < self.rate_limit:
             return -math.inf
-        return self._stamps[0] + self.throttle_period_s
+        return self._stamps[0] + self.period_s
+
+    def _pace_due(self) -> float:
+        if len(self._pace) < self.burst:
+            return -math.inf
+        return self._pace[0] + self.throttle_period_s
 
     def _log(self, stamp: float) -> None:
         bisect.insort(self._stamps, stamp)
-        del self._stamps[: -self.burst]
+        del self._stamps[: -self.rate_limit]
 
     async def _take_token(self) -> float:
         """Wait (as the gate holder) until unfenced, unpaused and a token is due; log it.
 
-        Returns the token's stamp. A token that was waited for is stamped up to
-        ``ON_SCHEDULE_S`` before the (late) wake-up: timer wake-ups run about a
-        millisecond late, and logged as is every interval would grow by that much and the
-        rate fall short of the cap for nothing. Stamps never precede their due time, so
-        the log itself never holds more than ``burst`` per ``throttle_period_s``.
+        Returns the token's stamp in the window log. A token that was waited for is
+        stamped up to ``ON_SCHEDULE_S`` before the (late) wake-up: timer wake-ups run
+        about a millisecond late, and logged as is, the window would slide by that much
+        each time. Stamps never precede their due time, so the window log itself never
+        holds more than ``rate_limit`` per ``period_s``.
         """
         while True:
             await self._unfenced.wait()
             now = self._clock()
-            due = self._token_due()
-            wait_s = max(due, self._paused_until) - now
+            window, pace = self._window_due(), self._pace_due()
+            wait_s = max(window, pace, self._paused_until) - now
             if wait_s <= 0:
                 break
             await self._sleep(wait_s)
-        stamp = now if due == -math.inf else max(due, now - ON_SCHEDULE_S, self._stamps[-1])
+        bisect.insort(
+            self._pace, now if pace == -math.inf else max(pace, now - self.throttle_period_s)
+        )
+        del self._pace[: -self.burst]
+        stamp = now if window == -math.inf else max(window, now - ON_SCHEDULE_S, self._stamps[-1])
         self._log(stamp)
         return stamp
 

@@ -213,3 +213,27 @@ def test_second_runner_is_refused_while_the_first_runs(project: Path, sandbox_ur
         )
         urllib.request.urlopen(reset, timeout=5).close()
     assert first.returncode == 0, first_err
+
+
+def test_resync_refuses_to_start_inside_a_blackout_window(project: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime.now(UTC)
+    window = f"{now - timedelta(minutes=2):%H:%M}-{now + timedelta(minutes=30):%H:%M}"
+    config = project / "config" / "vendorsync.toml"
+    config.write_text(
+        config.read_text().replace(
+            "[vendors.imis.streams]", f'blackouts = ["{window}"]\n\n[vendors.imis.streams]'
+        )
+    )
+    run("migrate", cwd=project)
+    proc = run("resync", "imis", "Party", cwd=project)
+    assert proc.returncode == 75, proc.stderr
+    line = one_line_error(proc)
+    assert "imis is in a blackout window until" in line
+    assert "--wait" in line
+    # Nothing ran: no run row was written.
+    with contextlib.closing(sqlite3.connect(project / "vs.db")) as db:
+        assert db.execute("SELECT count(*) FROM sync_run").fetchone() == (0,)
+    # Another vendor is not held back by iMIS's window.
+    assert run("resync", "aimsio", "User", cwd=project).returncode == 0

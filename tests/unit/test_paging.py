@@ -82,7 +82,9 @@ async def test_a_failed_fetch_cancels_the_rest_and_surfaces() -> None:
 
     with pytest.raises(RuntimeError, match="page 3"):
         _ = [v async for v in fetch_in_order(list(range(10)), fetch, max_parallel=5)]
-    assert cancelled == 3  # keys 1, 2 and 4 were in flight
+    # Keys 1, 2 and 4 were in flight, and 5 and 6 had taken the places of 0 (done, and
+    # held for the consumer) and 3 (failed).
+    assert cancelled == 5
 
 
 async def test_cancelling_the_consumer_propagates() -> None:

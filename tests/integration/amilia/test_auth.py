@@ -34,7 +34,11 @@ async def test_one_login_renewed_on_401_and_origin_on_every_call(
             run = await run_stream(rt, "amilia", "accounts", "manual")
             assert run.status == "succeeded", run.error
         stats = await control(sb, "stats")
-        assert stats["by_status"] == {"200": 1 + 3 * 6 + 1, "401": 1}
+        # One more login (1 + 1); the third run asks for all 6 pages at once (the last
+        # run's count), so each of them may meet the expired token before the new one.
+        assert stats["by_status"]["200"] == 1 + 3 * 6 + 1
+        assert 1 <= stats["by_status"]["401"] <= 6
+        assert set(stats["by_status"]) == {"200", "401"}
         origins = await control_get(sb)
         assert origins == {"ops@example.org": stats["requests"]}
     finally:

@@ -101,3 +101,33 @@ async def test_records_inserted_and_removed_mid_walk_are_not_missed(
     truth = {str(i["Id"]) for i in await vendor_items(sb, "accounts?showArchived=true")}
     got = set(await staged(engine, "accounts"))
     assert truth - got == set()  # nothing that exists went missing
+
+
+async def test_the_last_count_lets_the_next_walk_start_at_full_speed(
+    engine: AsyncEngine, db_url: str, amilia_sandbox: StartAmilia
+) -> None:
+    """A run asks for the pages the last run counted together with the first one; a list
+    that shrank or grew since then is still read whole, and only a few requests are spent
+    on pages past its end."""
+    sb = await amilia_sandbox(records=600)
+    settings = amilia_settings(db_url, sb.base_url, max_parallel=4, options={"per_page": 20})
+    async with Runtime(settings, db=engine) as rt:
+        first = await run_stream(rt, "amilia", "accounts", "manual")
+        assert first.counts.inserted == 600
+        # Shrink the list to a third: the guessed 30 pages become 10.
+        await control(sb, "mutate", {"entity": "accounts", "delete": 0.66, "seed": 8})
+        await control(sb, "reset", {"faults": False})
+        shrunk = await run_stream(rt, "amilia", "accounts", "schedule")
+        assert shrunk.status == "succeeded", shrunk.error
+        sent = (await control(sb, "stats"))["requests"]
+        live = await vendor_items(sb, "accounts?showArchived=true")
+        # The pages needed, plus at most the ones already on their way (max_parallel)
+        # when the first page told the total.
+        assert -(-len(live) // 20) <= sent <= -(-len(live) // 20) + 4
+        assert shrunk.counts.deleted == 600 - len(live)
+        # Grow it past the last count: the pages after the guessed ones are read too.
+        await control(sb, "mutate", {"entity": "accounts", "add": 500, "seed": 9})
+        grown = await run_stream(rt, "amilia", "accounts", "schedule")
+        assert grown.status == "succeeded", grown.error
+    truth = {str(i["Id"]): i for i in await vendor_items(sb, "accounts?showArchived=true")}
+    assert await staged(engine, "accounts") == truth

@@ -75,7 +75,8 @@ async def test_rate_never_exceeded_in_any_window_and_close_to_cap() -> None:
     starts.sort()
     assert len(starts) == 2 * rate
     assert max_in_window(starts, 1.0) <= rate
-    assert max_in_window(starts, 0.1) <= limiter.burst == 2  # smoothed, not 20 at once
+    # Smoothed, not 20 at once; a late wake-up is caught up, so at most two bursts meet.
+    assert max_in_window(starts, 0.1) <= 2 * limiter.burst == 4
     # Steady state: the (i+rate)-th start follows the i-th by one stretched period,
     # so the achieved rate is rate / gap; keep it within 5 % of the cap.
     gap = statistics.median(starts[i + rate] - starts[i] for i in range(rate))
@@ -244,15 +245,15 @@ async def test_cancelled_waiter_releases_nothing_it_did_not_hold() -> None:
     assert limiter.snapshot()["slots_granted"] == 2
 
 
-async def test_a_late_send_pushes_the_next_token_back() -> None:
-    """A request that leaves late (a stall after its grant) re-dates its token, so the next
-    request cannot reach the vendor closer to it than one interval."""
+async def test_a_late_send_pushes_the_window_back() -> None:
+    """A request that leaves late (a stall after its grant) re-dates its token, so the
+    limit-th request after it cannot reach the vendor within one period of it."""
     limiter = VendorLimiter("v", max_parallel=5, rate_per_s=10, safety_margin=0.0)
-    interval = limiter.throttle_period_s
     async with limiter.slot() as first:
-        await asyncio.sleep(0.05)  # e.g. a busy event loop between grant and send
+        await asyncio.sleep(0.15)  # e.g. a busy event loop between grant and send
         sent_at = time.monotonic()
         first.sent()
-    async with limiter.slot():
-        second_at = time.monotonic()
-    assert second_at - sent_at >= interval - REDATE_ALLOWANCE_S - 0.002
+    for _ in range(limiter.rate_limit):
+        async with limiter.slot():
+            last_at = time.monotonic()
+    assert last_at - sent_at >= limiter.period_s - REDATE_ALLOWANCE_S - 0.002

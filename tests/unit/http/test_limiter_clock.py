@@ -269,3 +269,41 @@ async def test_cancelled_waiter_gives_back_its_parallel_slot() -> None:
     assert limiter.in_flight == 0
     starts = await grant_times(vt, limiter, 1)
     assert len(starts) == 1
+
+
+@pytest.mark.parametrize("stall_s", [0.004, 0.05, 0.2])
+async def test_a_late_wake_up_is_caught_up(stall_s: float) -> None:
+    """A busy event loop (here: one call blocking it for ``stall_s``) makes the waiting
+    tokens late; the pace then lets the next ones come sooner until the schedule is met
+    again, so the stall is not paid again by every later token. The window still holds."""
+    vt = VirtualTime()
+    limiter = make(vt, 1000, 100)
+    starts: list[float] = []
+
+    async def call(i: int) -> None:
+        async with limiter.slot():
+            starts.append(vt.now)
+            if i in (25, 150):
+                vt.now += stall_s  # blocking work: no task runs meanwhile
+
+    await vt.run(asyncio.gather(*(call(i) for i in range(301))))
+    assert max_in_window(starts, 1.0) <= 100
+    # 301 tokens take 30 paces; each stall costs at most itself, once, not per token.
+    assert max(starts) - min(starts) <= 30 * limiter.throttle_period_s + 2 * stall_s + 1e-6
+
+
+async def test_steady_lateness_does_not_add_up() -> None:
+    """Every call keeps the loop busy for 2 ms (a page decoding), so the tenth token of a
+    burst is taken 18 ms after it was due: the schedule must not slide by that each time."""
+    vt = VirtualTime()
+    limiter = make(vt, 1000, 100)
+    starts: list[float] = []
+
+    async def call() -> None:
+        async with limiter.slot():
+            starts.append(vt.now)
+            vt.now += 0.002
+
+    await vt.run(asyncio.gather(*(call() for _ in range(301))))
+    assert max_in_window(starts, 1.0) <= 100
+    assert max(starts) - min(starts) <= 30 * limiter.throttle_period_s + 0.02
