@@ -8,7 +8,10 @@ own handler. Control endpoints under ``/{name}/_sandbox/`` bypass all of that.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import types
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -34,6 +37,11 @@ class SandboxOptions:
 
     def for_vendor(self, name: str) -> dict[str, Any]:
         return dict(self.vendors.get(name, {}))
+
+
+def tenant_seed(seed: int, tenant: str) -> int:
+    """A tenant's own seed: deterministic, different for each tenant."""
+    return zlib.crc32(f"{seed}:{tenant}".encode())
 
 
 class VendorSim:
@@ -65,6 +73,10 @@ class VendorSim:
         self._initial_faults = {"latency_ms": options.latency_ms, **own.pop("faults", {})}
         self.faults = self._fresh_faults()
         self.settings = own  # vendor-specific keys, read by subclasses
+        # Other accounts (tenants) of this vendor: each its own simulator instance, so its
+        # own data, limits and counters. This instance is the default tenant.
+        self.tenant_id: str | None = None
+        self._tenants: dict[str, VendorSim] = {}
 
     def _fresh_faults(self) -> Faults:
         faults = Faults(seed=self.options.seed)
@@ -88,6 +100,37 @@ class VendorSim:
     def reset_data(self) -> None:
         """Called by ``POST /_sandbox/reset`` with ``{"data": true}``; optional."""
 
+    def tenant_of(self, request: web.Request) -> str | None:
+        """The tenant (account) a request's credentials name; None: the default tenant.
+        Vendors whose credentials can name accounts override this."""
+        return None
+
+    def tenant_settings(self, tenant: str) -> dict[str, Any]:
+        """Vendor settings of a new tenant (e.g. its user), over the default tenant's."""
+        return {}
+
+    def tenant(self, tenant: str) -> VendorSim:
+        """The simulator of ``tenant``, created on first use with its own seed."""
+        sim = self._tenants.get(tenant)
+        if sim is None:
+            own = {**self.options.for_vendor(self.name), **self.tenant_settings(tenant)}
+            options = dataclasses.replace(
+                self.options,
+                seed=tenant_seed(self.options.seed, tenant),
+                vendors={**self.options.vendors, self.name: own},
+            )
+            sim = type(self)(options)
+            sim.tenant_id = tenant
+            self._tenants[tenant] = sim
+        return sim
+
+    def tenants(self) -> dict[str, VendorSim]:
+        return dict(self._tenants)
+
+    def _control_target(self, request: web.Request) -> VendorSim:
+        tenant = request.query.get("tenant")
+        return self if not tenant or tenant == self.tenant_id else self.tenant(tenant)
+
     # --- shared machinery -------------------------------------------------------------------
     def build(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware], client_max_size=MAX_BODY_BYTES)
@@ -104,6 +147,16 @@ class VendorSim:
         if request.match_info.route.resource is not None and CONTROL_PREFIX in request.path:
             control: web.StreamResponse = await handler(request)
             return control
+        tenant = self.tenant_of(request)
+        if tenant is not None and tenant != self.tenant_id:
+            sim = self.tenant(tenant)
+            # Routes are this instance's bound methods: the tenant's own serve its request.
+            if getattr(handler, "__self__", None) is self:
+                handler = types.MethodType(handler.__func__, sim)
+            return await sim._admit_and_handle(request, handler)
+        return await self._admit_and_handle(request, handler)
+
+    async def _admit_and_handle(self, request: web.Request, handler: Any) -> web.StreamResponse:
         self.stats.arrive(request.path)
         admission = Admission(False, 500)
         status = 500
@@ -158,38 +211,60 @@ class VendorSim:
         return resp
 
     async def _get_stats(self, request: web.Request) -> web.Response:
-        return web.json_response({"vendor": self.name, **self.stats.to_dict()})
+        """``?tenant=X``: that tenant's counters; ``?tenant=*``: every tenant's."""
+        if request.query.get("tenant") == "*":
+            every = {"": self, **self._tenants}
+            return web.json_response(
+                {
+                    "vendor": self.name,
+                    "tenants": {k: sim.stats.to_dict() for k, sim in every.items()},
+                }
+            )
+        sim = self._control_target(request)
+        return web.json_response(
+            {"vendor": self.name, "tenant": sim.tenant_id, **sim.stats.to_dict()}
+        )
 
     async def _get_faults(self, request: web.Request) -> web.Response:
+        sim = self._control_target(request)
         return web.json_response(
-            {"faults": self.faults.to_dict(), "limits": self.limiter.config.__dict__}
+            {"faults": sim.faults.to_dict(), "limits": sim.limiter.config.__dict__}
         )
 
     async def _post_faults(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
+        sim = self._control_target(request)
         try:
             limits = body.pop("limits", None)
             if limits is not None:
-                self.limiter.config.update(limits)
-            self.faults.update(body, self.extra_faults)
+                sim.limiter.config.update(limits)
+            sim.faults.update(body, sim.extra_faults)
         except (ValueError, TypeError) as exc:
             return web.json_response({"error": str(exc)}, status=400)
         return await self._get_faults(request)
 
     async def _post_reset(self, request: web.Request) -> web.Response:
         body = await _json_body(request) if request.can_read_body else {}
-        self.stats.reset()
-        self.limiter.reset()
-        if body.get("faults", True):
-            self.faults = self._fresh_faults()
-        if body.get("data", False):
-            self.reset_data()
+        # Without ?tenant= every tenant is reset.
+        sims = (
+            [self._control_target(request)]
+            if request.query.get("tenant")
+            else [self, *self._tenants.values()]
+        )
+        for sim in sims:
+            sim.stats.reset()
+            sim.limiter.reset()
+            if body.get("faults", True):
+                sim.faults = sim._fresh_faults()
+            if body.get("data", False):
+                sim.reset_data()
         return web.json_response({"vendor": self.name, "reset": True})
 
     async def _post_mutate(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
+        sim = self._control_target(request)
         try:
-            result = await self.mutate(body)
+            result = await sim.mutate(body)
         except (ValueError, KeyError, TypeError) as exc:
             return web.json_response({"error": str(exc)}, status=400)
         return web.json_response(result)

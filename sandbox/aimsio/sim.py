@@ -162,6 +162,18 @@ class AimsioSim(VendorSim):
         body = {"status": status, "error": phrase, "message": message}
         return web.json_response(body, status=status)
 
+    def tenant_of(self, request: web.Request) -> str | None:
+        # ``demo-7`` (a configured user plus a suffix) is an account of its own.
+        creds = parse_basic(request.headers.get(hdrs.AUTHORIZATION))
+        if creds is None or creds[0] in self.cfg["users"]:
+            return None
+        base, sep, suffix = creds[0].rpartition("-")
+        return creds[0] if sep and suffix and base in self.cfg["users"] else None
+
+    def tenant_settings(self, tenant: str) -> dict[str, Any]:
+        base = tenant.rpartition("-")[0]
+        return {"users": {tenant: dict(self.cfg["users"][base])}}
+
     async def _handle(self, request: web.Request) -> web.Response:
         self.peak_running = max(self.peak_running, self.limiter.running)
         denied = self._check_auth(request.headers.get(hdrs.AUTHORIZATION))
