@@ -27,7 +27,8 @@ async def test_each_aimsio_credential_is_its_own_tenant(
     status, demo = await get(http, base + USERS, "demo")
     assert status == 200
     status, seven = await get(http, base + USERS, "demo-7")
-    assert status == 200 and len(seven) == len(demo) == 20
+    assert status == 200
+    assert len(seven) == len(demo) == 20
     assert seven != demo
     # Deterministic: the same tenant serves the same data again.
     assert (await get(http, base + USERS, "demo-7"))[1] == seven
