@@ -179,7 +179,8 @@ def migrate(config: ConfigOpt = None) -> None:
 
 @app.command()
 def status(config: ConfigOpt = None, as_json: bool = typer.Option(False, "--json")) -> None:
-    """Show each stream's last run, result, rows, cursor and age."""
+    """Show each stream's last run, result, rows, cursor and age; which replica holds
+    which limit group."""
     from service.engine.status import collect_status
 
     settings = settings_from(config)
@@ -214,6 +215,14 @@ def status(config: ConfigOpt = None, as_json: bool = typer.Option(False, "--json
             )
         )
     out.print(table)
+    if any(g["replica"] or g["running"] for g in report["groups"]):
+        groups = Table(title=f"limit groups ({len(report['replicas'])} live replica(s))")
+        for col in ("group", "connections", "replica", "running now"):
+            groups.add_column(col)
+        for g in report["groups"]:
+            row = (g["group"], ", ".join(g["connections"]), g["replica"], g["running"])
+            groups.add_row(*(plain(c or "-") for c in row))
+        out.print(groups)
     for warning in warnings:
         err.print(error_line(warning, "warning:"), highlight=False, soft_wrap=True)
     if report["outbox"]:
@@ -254,7 +263,7 @@ def _known(settings: Settings) -> str:
 
     lines = []
     for name, vendor in settings.vendors.items():
-        state = "" if vendor.enabled and name in REGISTRY else " (disabled)"
+        state = "" if vendor.enabled and settings.connector_of(name) in REGISTRY else " (disabled)"
         lines.append(f"{name}{state}: {', '.join(vendor.streams) or 'no streams'}")
     return "; ".join(lines)
 

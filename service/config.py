@@ -198,7 +198,14 @@ class StreamSettings(_Model):
 
 
 class VendorSettings(_Model):
+    """One connection: an account of a vendor (its table name is the connection's name)."""
+
     enabled: bool = True
+    # Which connector drives this account; None: the table's own name (``[vendors.aimsio]``).
+    connector: str | None = None
+    # Connections in one limit group share one limiter and one lease (what the vendor counts
+    # its limits by). None: the connector's default (Amilia: one per IP), else its own.
+    limit_group: str | None = None
     base_url: str
     max_parallel: Parallel = 4
     rate_per_s: RatePerS = 10.0
@@ -221,6 +228,15 @@ class VendorSettings(_Model):
     @classmethod
     def _url(cls, v: str) -> str:
         return validate_http_url(v)
+
+    @field_validator("connector", "limit_group")
+    @classmethod
+    def _id(cls, v: str | None) -> str | None:
+        if v is not None and not VENDOR_NAME.match(v):
+            raise ValueError(
+                f"{v!r} must be lower-case letters, digits and '_' (starting with a letter)"
+            )
+        return v
 
     @field_validator("streams")
     @classmethod
@@ -316,7 +332,14 @@ class Settings(BaseSettings):
                     f"vendor name {name!r} must be lower-case letters, digits and '_' "
                     "(starting with a letter, at most 64)"
                 )
+            if v[name].connector is None:
+                v[name].connector = name  # existing configs: the table names the connector
         return v
+
+    def connector_of(self, name: str) -> str:
+        """The connector (registry key) that drives connection ``name``."""
+        vs = self.vendors.get(name)
+        return (vs.connector if vs else None) or name
 
     def vendor(self, name: str) -> VendorSettings:
         try:

@@ -93,8 +93,9 @@ def demo_settings(base: Settings, sandbox_url: str) -> Settings:
     data = base.model_dump(mode="python")
     vendors = {}
     for name, vendor in data["vendors"].items():
-        vendor["base_url"] = f"{sandbox_url}/{name}"
-        vendor["enabled"] = vendor["enabled"] and name in REGISTRY
+        kind = base.connector_of(name)
+        vendor["base_url"] = f"{sandbox_url}/{kind}"
+        vendor["enabled"] = vendor["enabled"] and kind in REGISTRY
         for secret in ("password", "client_secret", "api_key"):
             value = vendor["auth"].get(secret)
             if value is not None and hasattr(value, "get_secret_value"):
@@ -126,7 +127,9 @@ async def run_demo(
     config: Path | None, *, records: int, console: Console, seed: int = 42
 ) -> tuple[list[Phase], PushReport]:
     base = load_settings(config)
-    wanted = tuple(v for v, s in base.vendors.items() if s.enabled and v in REGISTRY)
+    wanted = tuple(
+        {base.connector_of(v) for v, s in base.vendors.items() if s.enabled} & set(REGISTRY)
+    )
     sandbox = await start_sandbox(SandboxOptions(records=records, seed=seed), vendors=wanted)
     try:
         db_path = demo_db_path(base)

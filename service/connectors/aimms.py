@@ -218,9 +218,9 @@ class AimmsConnector(Connector):
             )
             # Fatal, not a bug: the rows wait as failed until the config names a target.
             raise FatalError(
-                f"vendors.aimms.options.push: the push target (app, service, …) is missing "
-                f"or invalid: {problems}",
-                vendor=VENDOR,
+                f"vendors.{self.connection}.options.push: the push target (app, service, …) "
+                f"is missing or invalid: {problems}",
+                vendor=self.connection,
             ) from None
 
     @classmethod

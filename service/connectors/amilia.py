@@ -196,13 +196,18 @@ class AmiliaConnector(Connector):
         "token_path": "/api/v3/authenticate",
         "token_field": "Token",
     }
+    # Amilia counts 100 calls/s per client IP: every organisation read from one egress
+    # address shares that budget (``limit_group`` splits them when egress addresses differ).
+    default_limit_group = "amilia"
 
     def __init__(self, settings: VendorSettings, client: VendorClient) -> None:
         super().__init__(settings, client)
         try:
             self.options = AmiliaOptions.model_validate(settings.options)
         except ValidationError as exc:
-            raise ConfigError(str(exc).splitlines()[0], key="vendors.amilia.options") from exc
+            raise ConfigError(
+                str(exc).splitlines()[0], key=f"vendors.{client.vendor}.options"
+            ) from exc
         client.default_headers["X-Amilia-Origin"] = self.options.origin
 
     def _root(self, version: str) -> str:

@@ -222,7 +222,7 @@ class AquaConnector(Connector):
         resp = await self.client.request("POST", opts.export_path, json=body, expect_json=True)
         info = parse_job(resp.json(), what="export job")
         if info.publish_link is None:
-            raise ParseError("export job answer has no publishLink", vendor=self.vendor)
+            raise ParseError("export job answer has no publishLink", vendor=self.connection)
         return Job(info.job_id, info.publish_link, created=True)
 
     async def rerun(self, opts: AquaStream, job_id: str, link: str) -> Job:

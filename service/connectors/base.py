@@ -127,10 +127,14 @@ class Connector:
     # out). A call we abandon holds its parallel slot until ``timeout_s`` plus this after
     # it was sent, unless the connection configures ``vendor_timeout_s``.
     vendor_queue_timeout_s: ClassVar[float] = 0.0
+    # The limit group connections share unless they name one (None: each its own). For a
+    # vendor that counts limits per client IP rather than per account.
+    default_limit_group: ClassVar[str | None] = None
 
     def __init__(self, settings: VendorSettings, client: VendorClient) -> None:
         self.settings = settings
         self.client = client
+        self.connection = client.vendor  # the account's name (``vendor`` is the connector's)
 
     @classmethod
     def known_streams(cls) -> list[str]:
@@ -173,7 +177,7 @@ class Connector:
         raise NotImplementedError
 
     async def push(self, entity: str, rows: list[tuple[str, JSON]]) -> list[PushOutcome]:
-        raise NotImplementedError(f"{self.vendor} does not accept pushes")
+        raise NotImplementedError(f"{self.connection} does not accept pushes")
 
     @classmethod
     def validate_push_row(cls, entity: str, payload: JSON) -> str | None:

@@ -157,7 +157,7 @@ class ImisConnector(Connector):
         try:
             return zone(str(self.settings.options.get("time_zone", "UTC")))
         except ValueError as exc:
-            raise ConfigError(str(exc), key="vendors.imis.options.time_zone") from exc
+            raise ConfigError(str(exc), key=f"vendors.{self.connection}.options.time_zone") from exc
 
     # --- pull -----------------------------------------------------------------------------
     async def pull(self, ctx: StreamContext) -> AsyncIterator[Batch]:

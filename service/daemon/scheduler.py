@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import math
 import random
 import time
 from datetime import UTC, datetime, timedelta
@@ -30,9 +32,11 @@ from service.config import (
 )
 from service.daemon.health import build_health_app
 from service.daemon.metrics import DaemonMetrics
-from service.db import check_schema
+from service.db import check_schema, last_success_started_at, translate_db_errors
 from service.db.outbox import outbox_summary
+from service.engine.groups import LimitGroup, lease_of, limit_groups
 from service.engine.push import push_once
+from service.engine.replicas import Replica
 from service.engine.runtime import Runtime, vendor_blackout_s
 from service.engine.sync import execute_stream
 from service.errors import LeaseHeld, SyncError
@@ -41,13 +45,32 @@ log = structlog.get_logger("service.daemon")
 
 PUSH_INTERVAL_S = 60.0
 BUSY_RETRY_MAX_S = 60.0
+# Interval ticks count from a fixed instant, so every replica sees the same ticks.
+TICK_ANCHOR = datetime(2000, 1, 3, tzinfo=UTC)
+CRON_LOOKBACK = timedelta(days=1)
 
 
 def trigger_for(schedule: str) -> BaseTrigger:
     every = parse_every_s(schedule)
     if every is not None:
-        return IntervalTrigger(seconds=every, timezone=UTC)
+        return IntervalTrigger(seconds=every, start_date=TICK_ANCHOR, timezone=UTC)
     return CronTrigger.from_crontab(schedule, timezone=UTC)
+
+
+def tick_start(trigger: BaseTrigger, now: datetime) -> datetime:
+    """When the schedule's current tick began: its latest fire time at or before ``now``
+    (for a cron, searched over the last day; the day's start when none fired)."""
+    if isinstance(trigger, IntervalTrigger):
+        period_s = trigger.interval.total_seconds()
+        start: datetime = trigger.start_date
+        n = math.floor((now - start).total_seconds() / period_s)
+        return start + timedelta(seconds=n * period_s)
+    prev = now - CRON_LOOKBACK
+    fire = trigger.get_next_fire_time(None, prev)
+    while fire is not None and fire <= now:
+        prev = fire
+        fire = trigger.get_next_fire_time(fire, fire + timedelta(microseconds=1))
+    return prev
 
 
 class Daemon:
@@ -62,6 +85,8 @@ class Daemon:
         self.failures = 0  # stream runs and pushes that failed (for `run --once`'s exit code)
         self.busy = 0  # stream runs skipped because another process held the stream
         self.health_url: str | None = None  # set once the health server listens
+        self.replica: Replica | None = None  # the daemon's share of the limit groups
+        self._triggers: dict[tuple[str, str], BaseTrigger] = {}
 
     def jobs(self) -> list[tuple[str, str, str]]:
         """(vendor, stream, schedule) for every enabled stream of every enabled vendor."""
@@ -92,13 +117,19 @@ class Daemon:
         async def go() -> None:
             if (vendor, stream) in self._active:
                 return  # its regular job and a busy-retry met; one run is enough
+            if self.replica is not None and not self.replica.assigned(
+                lease_of(self.settings, vendor)
+            ):
+                return  # another replica schedules this group
             wait_s = self._blackout_s(vendor)
             if wait_s > 0:  # the vendor is known to be down: start once it is back
                 log.info("skipped: blackout window", vendor=vendor, stream=stream, wait_s=wait_s)
                 self._retry_soon(rt, vendor, stream, delay_s=wait_s + 1)
                 return
-            self._active.add((vendor, stream))
+            self._active.add((vendor, stream))  # before any await: one run per stream here
             try:
+                if await self._tick_served(rt, vendor, stream):
+                    return  # this tick's run succeeded (here, elsewhere, or before a restart)
                 result = await execute_stream(rt, vendor, stream, "schedule")
             except LeaseHeld as exc:
                 log.info("skipped: stream busy", vendor=vendor, stream=stream, reason=str(exc))
@@ -117,6 +148,33 @@ class Daemon:
                 self.failures += 1
 
         await self._tracked(go())
+
+    async def _tick_served(self, rt: Runtime, vendor: str, stream: str) -> bool:
+        trigger = self._triggers.get((vendor, stream))
+        if trigger is None:
+            return False
+        try:
+            with translate_db_errors("reading the last run"):
+                async with rt.db.connect() as conn:
+                    last = await last_success_started_at(conn, vendor, stream)
+        except SyncError:
+            return False  # the run itself reports the database's trouble
+        return last is not None and last >= tick_start(trigger, datetime.now(UTC))
+
+    def _gained(self, rt: Runtime, group: LimitGroup) -> None:
+        """A group this replica now schedules: run its streams whose tick is not served."""
+        if self._scheduler is None or not self._accepting:
+            return
+        for vendor in group.connections:
+            for stream in self.settings.vendors[vendor].enabled_streams():
+                self._scheduler.add_job(
+                    self._sync_job,
+                    DateTrigger(run_date=datetime.now(UTC), timezone=UTC),
+                    args=(rt, vendor, stream),
+                    id=f"{vendor}:{stream}:gained",
+                    replace_existing=True,
+                    misfire_grace_time=60,
+                )
 
     def _blackout_s(self, vendor: str) -> float:
         return vendor_blackout_s(self.settings, vendor)
@@ -159,19 +217,29 @@ class Daemon:
                     self._push_job(rt),
                 )
                 return
-            runner = await self._serve_health(rt)
             scheduler = AsyncIOScheduler(timezone=UTC)
             self._scheduler = scheduler
+            replica = Replica(
+                rt,
+                list(limit_groups(self.settings).values()),
+                on_gained=functools.partial(self._gained, rt),
+            )
+            await replica.start()  # first: a refused second replica starts nothing
+            self.replica = replica
+            runner = await self._serve_health(rt)
             for vendor, stream, schedule in self.jobs():
+                trigger = trigger_for(schedule)
+                self._triggers[(vendor, stream)] = trigger
                 scheduler.add_job(
                     self._sync_job,
-                    trigger_for(schedule),
+                    trigger,
                     args=(rt, vendor, stream),
                     id=f"{vendor}:{stream}",
                     max_instances=1,
                     coalesce=True,
                     misfire_grace_time=60,
-                    next_run_time=datetime.now(UTC),  # first run at start, then on schedule
+                    # No run at start from here: the first run comes with the group's
+                    # assignment (``_gained``); later ones at the schedule's ticks.
                 )
             scheduler.add_job(
                 self._push_job,
@@ -188,7 +256,13 @@ class Daemon:
                 next_run_time=datetime.now(UTC),
             )
             scheduler.start()
-            log.info("daemon started", jobs=len(self.jobs()), owner=rt.owner)
+            log.info(
+                "daemon started",
+                jobs=len(self.jobs()),
+                owner=rt.owner,
+                groups=replica.held(),
+                replicas=replica.live_replicas,
+            )
             try:
                 await stop.wait()
             finally:
@@ -199,6 +273,7 @@ class Daemon:
                 scheduler.pause()
                 await self._drain()
                 scheduler.shutdown(wait=False)
+                await replica.close()
                 await runner.cleanup()
 
     async def _expiry_job(self) -> None:

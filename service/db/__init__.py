@@ -12,7 +12,7 @@ from service.db.engine import (
     schema_revision,
     translate_db_errors,
 )
-from service.db.leases import acquire_lease, release_lease, renew_lease
+from service.db.leases import acquire_lease, live_leases, release_lease, renew_lease, renew_owned
 from service.db.records import (
     count_live,
     fetch_live,
@@ -27,6 +27,7 @@ from service.db.runs import (
     abandon_stale_runs,
     finish_run,
     last_full_run_at,
+    last_success_started_at,
     recent_runs,
     start_run,
     stream_statuses,
@@ -45,6 +46,8 @@ __all__ = [
     "finish_run",
     "head_revision",
     "last_full_run_at",
+    "last_success_started_at",
+    "live_leases",
     "load_state",
     "mark_seen",
     "mask_url",
@@ -52,6 +55,7 @@ __all__ = [
     "recent_runs",
     "release_lease",
     "renew_lease",
+    "renew_owned",
     "save_state",
     "schema_revision",
     "soft_delete_keys",

@@ -8,11 +8,15 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 
 def is_postgres(conn: AsyncConnection) -> bool:
     return conn.dialect.name == "postgresql"
+
+
+def is_sqlite_engine(engine: AsyncEngine) -> bool:
+    return engine.dialect.name == "sqlite"
 
 
 def upsert_insert(conn: AsyncConnection, table: sa.Table) -> Any:

@@ -80,3 +80,34 @@ async def renew_lease(
 async def release_lease(conn: AsyncConnection, name: str, owner: str) -> None:
     """Give the lease up (a no-op when it is not ours any more)."""
     await conn.execute(sa.delete(t).where(t.c.name == name, t.c.owner == owner))
+
+
+@translate_db_errors()
+async def live_leases(
+    conn: AsyncConnection, prefix: str, *, now: datetime
+) -> dict[str, tuple[str, datetime]]:
+    """Unexpired leases whose name starts with ``prefix``: name → (owner, expires_at)."""
+    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    rows = await conn.execute(
+        sa.select(t.c.name, t.c.owner, t.c.expires_at).where(
+            t.c.name.like(f"{escaped}%", escape="\\"), t.c.expires_at >= require_aware(now)
+        )
+    )
+    return {r.name: (r.owner, r.expires_at) for r in rows}
+
+
+@translate_db_errors()
+async def renew_owned(
+    conn: AsyncConnection, names: list[str], owner: str, *, ttl_s: float, now: datetime
+) -> set[str]:
+    """Heartbeat many leases in one statement; the names still ours (the rest were taken)."""
+    if not names:
+        return set()
+    expires_at = require_aware(now) + timedelta(seconds=ttl_s)
+    await conn.execute(
+        sa.update(t)
+        .where(t.c.name.in_(names), t.c.owner == owner)
+        .values(expires_at=expires_at, heartbeat_at=now)
+    )
+    rows = await conn.execute(sa.select(t.c.name).where(t.c.name.in_(names), t.c.owner == owner))
+    return {r.name for r in rows}

@@ -227,3 +227,20 @@ async def last_full_run_at(conn: AsyncConnection, vendor: str, stream: str) -> d
     if isinstance(value, str):  # SQLite loses the column type inside CASE
         value = datetime.fromisoformat(value).replace(tzinfo=UTC)
     return value
+
+
+@translate_db_errors()
+async def last_success_started_at(
+    conn: AsyncConnection, vendor: str, stream: str
+) -> datetime | None:
+    """When the stream's latest successful run started (None: it never succeeded)."""
+    t = sync_run.c
+    q = sa.select(sa.func.max(t.started_at)).where(
+        t.vendor == vendor, t.stream == stream, t.status == "succeeded"
+    )
+    value = (await conn.execute(q)).scalar()
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if isinstance(value, datetime) and value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)  # SQLite keeps no offset
+    return value if isinstance(value, datetime) else None

@@ -138,7 +138,7 @@ def parse_rows(
         if v not in settings.vendors:
             raise InputError(f"{where}: unknown vendor {v!r}")
         try:
-            cls = connector_class(v)
+            cls = connector_class(settings.connector_of(v))
         except KeyError as exc:
             raise InputError(f"{where}: {exc.args[0]}") from None
         if e not in cls.push_entities:

@@ -68,7 +68,7 @@ async def _preview_group(
     if not vendor_cfg.enabled:
         return each(K.DEFERRED, f"vendor {vendor} is disabled")
     try:
-        cls = connector_class(vendor)
+        cls = connector_class(rt.settings.connector_of(vendor))
     except KeyError as exc:
         return each(K.DEAD, f"cannot push to {vendor}: {short_error(exc)}")
     with translate_db_errors("reading accepted payloads"):

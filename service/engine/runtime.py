@@ -31,6 +31,7 @@ from service.config import (
 )
 from service.connectors import REGISTRY, Connector, connector_class
 from service.db import check_schema, create_engine
+from service.engine.groups import LimitGroup, group_of, group_problems
 from service.engine.lease import HeldLease
 from service.errors import ConfigError
 from service.http import HttpClient, HttpMetrics, RetryPolicy, VendorClient, VendorLimiter
@@ -60,15 +61,19 @@ def check_streams(settings: Settings) -> None:
     for vendor, vs in settings.vendors.items():
         if vs.enabled:
             problems.extend(_vendor_problems(vendor, vs))
+    if not problems:
+        problems.extend(group_problems(settings))
     if problems:
         raise ConfigProblems(problems)
 
 
 def _vendor_problems(vendor: str, vs: VendorSettings) -> list[ConfigError]:
+    kind = vs.connector or vendor
     try:
-        cls = connector_class(vendor)
+        cls = connector_class(kind)
     except KeyError as exc:
-        return [ConfigError(exc.args[0], key=f"vendors.{vendor}.enabled")]
+        where = "enabled" if kind == vendor else "connector"
+        return [ConfigError(exc.args[0], key=f"vendors.{vendor}.{where}")]
     problems = []
     if (
         vs.auth.kind in ("password_grant", "basic_jwt")
@@ -109,7 +114,7 @@ def blackouts_of(settings: VendorSettings, cls: type[Connector]) -> list[str]:
 
 def vendor_blackout_s(settings: Settings, vendor: str, now: datetime | None = None) -> float:
     """Seconds until the blackout window the vendor is in ends (0.0 when in none)."""
-    cls = REGISTRY.get(vendor)
+    cls = REGISTRY.get(settings.connector_of(vendor))
     if cls is None or vendor not in settings.vendors:
         return 0.0
     windows = [parse_window(w) for w in blackouts_of(settings.vendors[vendor], cls)]
@@ -174,6 +179,7 @@ class Runtime:
         self._metrics = HttpMetrics(registry) if registry is not None else None
         self._stack = AsyncExitStack()
         self._connectors: dict[str, Connector] = {}
+        self._limiters: dict[str, VendorLimiter] = {}  # by limit group lease
         self._vendor_holds: dict[str, _VendorHold] = {}
         self._vendor_lock = asyncio.Lock()
         self._db: AsyncEngine | None = None
@@ -225,14 +231,8 @@ class Runtime:
         settings = self.settings.vendor(vendor)
         if not settings.enabled:
             raise ConfigError("vendor is disabled", key=f"vendors.{vendor}.enabled")
-        cls = connector_class(vendor)
-        limiter = VendorLimiter(
-            vendor,
-            settings.max_parallel,
-            settings.rate_per_s,
-            safety_margin=RATE_SAFETY_MARGIN,
-        )
-        self._stack.push_async_callback(limiter.aclose)  # its timers of abandoned slots
+        cls = connector_class(self.settings.connector_of(vendor))
+        limiter = self.group_limiter(group_of(self.settings, vendor))
         # Until when an abandoned call may still run at the vendor (after its send).
         vendor_timeout_s = settings.vendor_timeout_s
         if vendor_timeout_s is None:
@@ -260,6 +260,20 @@ class Runtime:
         client.auth = build_auth(login_spec(settings.auth, cls.auth_defaults), client)
         self._connectors[vendor] = connector
         return connector
+
+    def group_limiter(self, group: LimitGroup) -> VendorLimiter:
+        """The group's one limiter in this process, shared by its connections' clients."""
+        found = self._limiters.get(group.lease)
+        if found is None:
+            found = VendorLimiter(
+                group.name,
+                group.max_parallel,
+                group.rate_per_s,
+                safety_margin=RATE_SAFETY_MARGIN,
+            )
+            self._stack.push_async_callback(found.aclose)  # its timers of abandoned slots
+            self._limiters[group.lease] = found
+        return found
 
     def _held(self, name: str, **hooks: Any) -> HeldLease:
         sync = self.settings.sync
@@ -289,37 +303,55 @@ class Runtime:
 
     @asynccontextmanager
     async def vendor_lease(self, vendor: str) -> AsyncIterator[HeldLease]:
-        """Hold ``vendor:<id>`` while any run or push of this process uses the vendor.
+        """Hold the lease of the connection's limit group while any run or push of this
+        process uses it (``vendor:<connection>``, or ``group:<name>`` for a shared group).
 
-        The limiter lives in this process, so only one process may drive a vendor at a
+        The limiter lives in this process, so only one process may drive a group at a
         time: another daemon replica or a manual ``resync`` elsewhere gets ``LeaseHeld``.
-        While the lease is unconfirmed (its renewal failed) the vendor's limiter is
+        While the lease is unconfirmed (its renewal failed) the group's limiter is
         fenced: no request leaves until it is confirmed again or lost.
         """
-        limiter = self.connector(vendor).client.limiter
+        self.connector(vendor)  # its limiter exists before the lease can fence it
+        async with self.group_lease(group_of(self.settings, vendor)) as held:
+            yield held
+
+    @asynccontextmanager
+    async def group_lease(self, group: LimitGroup) -> AsyncIterator[HeldLease]:
+        """Hold ``group.lease`` (shared by every user in this process, released by the
+        last one); ``LeaseHeld`` when another process holds it."""
+        hold = await self.hold_group(group)
+        try:
+            yield hold.held
+        finally:
+            await asyncio.shield(self.unhold_group(group, hold))
+
+    def holds(self, lease: str) -> bool:
+        """Whether this process holds the group lease ``lease`` right now."""
+        hold = self._vendor_holds.get(lease)
+        return hold is not None and not hold.held.lost.is_set()
+
+    async def hold_group(self, group: LimitGroup) -> _VendorHold:
+        """Take (or share) the group's lease; pair with ``unhold_group``."""
+        limiter = self.group_limiter(group)
         async with self._vendor_lock:
-            hold = self._vendor_holds.get(vendor)
+            hold = self._vendor_holds.get(group.lease)
             if hold is None or hold.held.lost.is_set():
                 held = self._held(
-                    f"vendor:{vendor}",
+                    group.lease,
                     on_unconfirmed=limiter.fence,
                     on_confirmed=limiter.unfence,
                 )
                 await held.acquire()
                 limiter.unfence()  # a fence left by an earlier, lost hold
                 hold = _VendorHold(held)
-                self._vendor_holds[vendor] = hold
+                self._vendor_holds[group.lease] = hold
             hold.users += 1
-        try:
-            yield hold.held
-        finally:
-            hold.users -= 1
-            if hold.users == 0:
-                await asyncio.shield(self._drop_vendor(vendor, hold))
+        return hold
 
-    async def _drop_vendor(self, vendor: str, hold: _VendorHold) -> None:
+    async def unhold_group(self, group: LimitGroup, hold: _VendorHold) -> None:
         async with self._vendor_lock:
+            hold.users -= 1
             # A run that started meanwhile reuses the hold; only the last one releases.
-            if hold.users == 0 and self._vendor_holds.get(vendor) is hold:
-                del self._vendor_holds[vendor]
+            if hold.users == 0 and self._vendor_holds.get(group.lease) is hold:
+                del self._vendor_holds[group.lease]
                 await hold.held.release()

@@ -1,4 +1,5 @@
-"""Data for ``vendorsync status``: streams, and (when present) the push outbox."""
+"""Data for ``vendorsync status``: streams, limit groups and their replicas, and (when
+present) the push outbox."""
 
 from __future__ import annotations
 
@@ -12,10 +13,13 @@ from service.db import (
     check_schema,
     create_engine,
     last_full_run_at,
+    live_leases,
     stream_statuses,
     translate_db_errors,
 )
 from service.db.outbox import outbox_summary, recent_failures
+from service.engine.groups import limit_groups
+from service.engine.replicas import ASSIGNED_PREFIX, REPLICA_PREFIX, assigned_name
 
 # Epoch milliseconds between 2001 and 2286: how Aimsio's `updatedAt` cursors look.
 EPOCH_MS_RANGE = (10**12, 10**13)
@@ -42,7 +46,7 @@ def _full_every_s(settings: Settings, vendor: str, stream: str) -> float | None:
     if configured is not None and configured.full_every is not None:
         return configured.full_every_s()
     try:
-        spec = connector_class(vendor).declared(stream)
+        spec = connector_class(settings.connector_of(vendor)).declared(stream)
     except KeyError:
         return None
     return spec.full_every_s if spec else None
@@ -63,6 +67,10 @@ async def collect_status(settings: Settings) -> dict[str, Any]:
                 }
                 outbox = await outbox_summary(conn)
                 failures = await recent_failures(conn)
+                now = datetime.now(UTC)
+                assigned = await live_leases(conn, ASSIGNED_PREFIX, now=now)
+                driving = await live_leases(conn, "", now=now)
+                replicas = await live_leases(conn, REPLICA_PREFIX, now=now)
     finally:
         await engine.dispose()
     streams = [
@@ -81,7 +89,23 @@ async def collect_status(settings: Settings) -> dict[str, Any]:
         }
         for s in rows
     ]
-    return {"streams": streams, "outbox": outbox, "failures": failures}
+    groups = [
+        {
+            "group": g.name,
+            "connections": list(g.connections),
+            # The replica that schedules it (daemons), and who runs it right now (if any).
+            "replica": assigned.get(assigned_name(g), (None,))[0],
+            "running": driving.get(g.lease, (None,))[0],
+        }
+        for g in limit_groups(settings).values()
+    ]
+    return {
+        "streams": streams,
+        "groups": groups,
+        "replicas": sorted(owner for owner, _ in replicas.values()),
+        "outbox": outbox,
+        "failures": failures,
+    }
 
 
 def _full_reread(

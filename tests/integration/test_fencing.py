@@ -90,7 +90,7 @@ async def test_heartbeat_trouble_never_leaks_into_the_run(
     async with Runtime(settings, db=engine, owner="proc-a") as rt:
         limiter = rt.connector(VENDOR).client.limiter
         run = asyncio.create_task(execute_stream(rt, VENDOR, "items", "manual"))
-        await wait_until(lambda: VENDOR in rt._vendor_holds)
+        await wait_until(lambda: rt.holds(VENDOR_LEASE))
         async with lease_row_locked(db_url, VENDOR_LEASE):
             await wait_until(lambda: limiter.fenced)
         gate.set()
@@ -109,7 +109,7 @@ async def test_a_lease_taken_by_another_process_stops_the_run(
     async with Runtime(settings, db=engine, owner="proc-a") as rt:
         limiter = rt.connector(VENDOR).client.limiter
         run = asyncio.create_task(execute_stream(rt, VENDOR, "items", "manual"))
-        await wait_until(lambda: VENDOR in rt._vendor_holds)
+        await wait_until(lambda: rt.holds(VENDOR_LEASE))
         # As if our lease had expired during an outage and another process took it.
         async with engine.begin() as conn:
             await conn.execute(
