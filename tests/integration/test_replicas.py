@@ -291,3 +291,41 @@ def test_fair_share() -> None:
 
     assert [fair_share(12, n) for n in (1, 2, 3, 4, 5)] == [12, 6, 4, 3, 3]
     assert fair_share(0, 3) == 0
+
+
+async def test_replicas_in_process_split_and_status_shows_them(
+    pg_url: str, sandbox: RunningSandbox, tmp_path: Path
+) -> None:
+    """Two Replica objects on one PostgreSQL: 4 groups go 4/0 → 2/2; status names holders."""
+    from service.config import load_settings
+    from service.engine.groups import limit_groups
+    from service.engine.replicas import Replica
+    from service.engine.runtime import Runtime
+    from service.engine.status import collect_status
+
+    engine = create_engine(pg_url)
+    await migrate(engine)
+    await engine.dispose()
+    settings = load_settings(write_config(tmp_path / "vs.toml", pg_url, sandbox, 4))
+    groups = list(limit_groups(settings).values())
+    async with Runtime(settings, owner="r-a") as a, Runtime(settings, owner="r-b") as b:
+        ra, rb = Replica(a, groups, round_s=3600), Replica(b, groups, round_s=3600)
+        await ra.start()
+        assert len(ra.held()) == 4
+        await rb.start()  # a fair share is 2 now, but every group is taken
+        assert rb.held() == []
+        await ra.balance()  # gives up its surplus …
+        await rb.balance()  # … which the newcomer takes
+        assert (len(ra.held()), len(rb.held())) == (2, 2)
+        assert all(ra.assigned(g.lease) != rb.assigned(g.lease) for g in groups)
+        report = await collect_status(settings)
+        assert report["replicas"] == ["r-a", "r-b"]
+        holders = {g["group"]: g["replica"] for g in report["groups"]}
+        assert sorted(holders.values()) == ["r-a", "r-a", "r-b", "r-b"]
+        await rb.close()
+        await ra.balance()  # the other left cleanly: its groups are free at once
+        assert len(ra.held()) == 4
+        await ra.close()
+    report = await collect_status(settings)
+    assert report["replicas"] == []
+    assert {g["replica"] for g in report["groups"]} == {None}
