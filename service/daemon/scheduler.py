@@ -1,6 +1,8 @@
-"""The daemon: one APScheduler job per enabled stream, plus the push outbox.
+"""The daemon: one APScheduler job per enabled stream of the limit groups this replica
+is assigned (``engine/replicas.py``), plus the push outbox.
 
-The scheduler stays thin: a job calls the same ``run_stream`` that ``vendorsync resync``
+A job runs at most once per tick of its schedule, across replicas and restarts: it is
+skipped when a run started in the current tick already succeeded. The scheduler stays thin: a job calls the same ``run_stream`` that ``vendorsync resync``
 calls. On SIGTERM no new job starts; running ones get ``shutdown_grace_s`` to finish,
 then are cancelled: a cancelled run keeps every committed batch and releases its lease.
 """
@@ -18,6 +20,7 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
@@ -162,11 +165,22 @@ class Daemon:
         return last is not None and last >= tick_start(trigger, datetime.now(UTC))
 
     def _gained(self, rt: Runtime, group: LimitGroup) -> None:
-        """A group this replica now schedules: run its streams whose tick is not served."""
+        """A group this replica now schedules: its streams' jobs, and a run now of those
+        whose current tick has not been served (the start-up run, or a takeover's)."""
         if self._scheduler is None or not self._accepting:
             return
         for vendor in group.connections:
             for stream in self.settings.vendors[vendor].enabled_streams():
+                self._scheduler.add_job(
+                    self._sync_job,
+                    self._triggers[(vendor, stream)],
+                    args=(rt, vendor, stream),
+                    id=f"{vendor}:{stream}",
+                    replace_existing=True,
+                    max_instances=1,
+                    coalesce=True,
+                    misfire_grace_time=60,
+                )
                 self._scheduler.add_job(
                     self._sync_job,
                     DateTrigger(run_date=datetime.now(UTC), timezone=UTC),
@@ -175,6 +189,17 @@ class Daemon:
                     replace_existing=True,
                     misfire_grace_time=60,
                 )
+
+    def _lost(self, group: LimitGroup) -> None:
+        """A group another replica schedules now: drop its streams' jobs (a run in progress
+        finishes; the group's lease keeps the other replica's runs waiting until then)."""
+        if self._scheduler is None:
+            return
+        for vendor in group.connections:
+            for stream in self.settings.vendors[vendor].enabled_streams():
+                for suffix in ("", ":gained", ":busy-retry"):
+                    with contextlib.suppress(JobLookupError):
+                        self._scheduler.remove_job(f"{vendor}:{stream}{suffix}")
 
     def _blackout_s(self, vendor: str) -> float:
         return vendor_blackout_s(self.settings, vendor)
@@ -219,28 +244,17 @@ class Daemon:
                 return
             scheduler = AsyncIOScheduler(timezone=UTC)
             self._scheduler = scheduler
+            self._triggers = {(v, s): trigger_for(sched) for v, s, sched in self.jobs()}
             replica = Replica(
                 rt,
                 list(limit_groups(self.settings).values()),
                 on_gained=functools.partial(self._gained, rt),
+                on_lost=self._lost,
             )
             await replica.start()  # first: a refused second replica starts nothing
             self.replica = replica
             runner = await self._serve_health(rt)
-            for vendor, stream, schedule in self.jobs():
-                trigger = trigger_for(schedule)
-                self._triggers[(vendor, stream)] = trigger
-                scheduler.add_job(
-                    self._sync_job,
-                    trigger,
-                    args=(rt, vendor, stream),
-                    id=f"{vendor}:{stream}",
-                    max_instances=1,
-                    coalesce=True,
-                    misfire_grace_time=60,
-                    # No run at start from here: the first run comes with the group's
-                    # assignment (``_gained``); later ones at the schedule's ticks.
-                )
+            # Stream jobs come and go with the groups this replica is assigned (_gained).
             scheduler.add_job(
                 self._push_job,
                 IntervalTrigger(seconds=PUSH_INTERVAL_S, timezone=UTC),

@@ -65,11 +65,13 @@ class Replica:
         groups: Sequence[LimitGroup],
         *,
         on_gained: Callable[[LimitGroup], None] = lambda _: None,
+        on_lost: Callable[[LimitGroup], None] = lambda _: None,
         round_s: float | None = None,
     ) -> None:
         self.rt = rt
         self.groups = list(groups)
         self.on_gained = on_gained
+        self.on_lost = on_lost
         self.ttl_s = rt.settings.sync.lease_ttl_s
         self.round_s = round_s if round_s is not None else rt.settings.sync.heartbeat_s
         self.sqlite = is_sqlite_engine(rt.db)
@@ -139,12 +141,14 @@ class Replica:
             if assigned_name(group) not in kept:
                 log.warning("group taken by another replica", group=group.name)
                 del self._mine[lease]
+                self.on_lost(group)
         self.live_replicas = max(1, len(replicas))
         share = fair_share(len(self.groups), self.live_replicas)
         surplus = len(self._mine) - share
         if surplus > 0:
             for lease in list(self._mine)[-surplus:]:
                 group = self._mine.pop(lease)
+                self.on_lost(group)
                 with translate_db_errors("releasing a group"):
                     async with rt.db.begin() as conn:
                         await release_lease(conn, assigned_name(group), owner)
