@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -222,3 +223,18 @@ async def test_no_run_starts_inside_a_blackout_window(
     stop.set()
     await asyncio.wait_for(task, 30)
     assert await rows(engine, sa.select(sync_run.c.id)) == []
+
+
+def test_ticks_line_up_across_processes() -> None:
+    """Interval ticks count from a fixed instant; a cron's tick is its latest fire time."""
+    from service.daemon.scheduler import TICK_ANCHOR, tick_start
+
+    now = datetime(2026, 12, 2, 13, 7, 41, tzinfo=UTC)
+    assert tick_start(trigger_for("every 15m"), now) == datetime(2026, 12, 2, 13, 0, tzinfo=UTC)
+    assert tick_start(trigger_for("every 4s"), now) == datetime(2026, 12, 2, 13, 7, 40, tzinfo=UTC)
+    assert tick_start(trigger_for("*/5 * * * *"), now) == datetime(2026, 12, 2, 13, 5, tzinfo=UTC)
+    # Any interval: a whole number of periods after the anchor, at most one period ago.
+    tick = tick_start(trigger_for("every 7m"), now)
+    assert (tick - TICK_ANCHOR).total_seconds() % 420 == 0
+    assert timedelta(0) <= now - tick < timedelta(minutes=7)
+    assert tick_start(trigger_for("0 3 * * *"), now) == datetime(2026, 12, 2, 3, 0, tzinfo=UTC)

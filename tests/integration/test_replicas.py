@@ -322,6 +322,21 @@ async def test_replicas_in_process_split_and_status_shows_them(
         assert report["replicas"] == ["r-a", "r-b"]
         holders = {g["group"]: g["replica"] for g in report["groups"]}
         assert sorted(holders.values()) == ["r-a", "r-a", "r-b", "r-b"]
+        shown = await asyncio.create_subprocess_exec(
+            *VENDORSYNC,
+            "status",
+            "--config",
+            str(tmp_path / "vs.toml"),
+            env={**os.environ, "PYTHONPATH": str(Path.cwd()), "COLUMNS": "200"},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, _ = await asyncio.wait_for(shown.communicate(), timeout=30)
+        text = out.decode()
+        assert "limit groups (2 live replica(s))" in text
+        rows = [line for line in text.splitlines() if "acct_0" in line]
+        assert len(rows) == 4
+        assert sum("r-a" in r for r in rows) == sum("r-b" in r for r in rows) == 2
         await rb.close()
         await ra.balance()  # the other left cleanly: its groups are free at once
         assert len(ra.held()) == 4
