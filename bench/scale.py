@@ -39,6 +39,9 @@ from service.db import migrate
 LATENCY_MS = 200
 CAP_PER_S = 10.0
 TARGET_RATIO = 0.9
+# Our configured rate per account (the vendor's cap stays 10/s): below 10 tests how much
+# arrival jitter the vendor sees, e.g. SCALE_RATE_PER_S=9.5.
+RATE_PER_S = float(os.environ.get("SCALE_RATE_PER_S", CAP_PER_S))
 TTL_S, HEARTBEAT_S = 4, 1
 FULL = (24, 200)  # accounts, records per account
 QUICK = (6, 60)
@@ -56,7 +59,7 @@ def write_config(path: Path, db_url: str, sandbox: str, accounts: int) -> None:
     for n in range(1, accounts + 1):
         parts.append(
             f'[vendors.acct_{n:03d}]\nconnector = "aimsio"\nbase_url = "{sandbox}/aimsio"\n'
-            'max_parallel = 10\nrate_per_s = 10\nschedule = "every 1h"\n'
+            f'max_parallel = 10\nrate_per_s = {RATE_PER_S}\nschedule = "every 1h"\n'
             f'auth = {{ kind = "basic", username = "demo-{n}", password = "demo-secret" }}\n'
             "streams = { User = {} }"
         )
