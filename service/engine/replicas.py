@@ -18,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
+import socket
 import zlib
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
@@ -50,6 +52,21 @@ def fair_share(groups: int, replicas: int) -> int:
 
 def assigned_name(group: LimitGroup) -> str:
     return f"{ASSIGNED_PREFIX}{group.lease}"
+
+
+def _dead_here(owner: str) -> bool:
+    """Whether ``owner`` (``host:pid:suffix``) was a process of this host that is gone."""
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # alive, another user's
+    return False
 
 
 class ReplicaRefused(ConfigError):
@@ -97,13 +114,16 @@ class Replica:
         try:
             await self._register()
         except LeaseHeld as exc:
-            if self.sqlite:
+            if self.sqlite and _dead_here(exc.owner):
+                await self._take_from(exc.owner)  # a crashed daemon: no need to wait
+            elif self.sqlite:
                 raise ReplicaRefused(
                     f"another daemon ({exc.owner}) already runs on this SQLite database; "
                     "several replicas need PostgreSQL",
                     key="database.url",
                 ) from None
-            raise
+            else:
+                raise
         await self.balance()
         self._task = asyncio.create_task(self._rounds(), name="replica balancing")
 
@@ -113,6 +133,16 @@ class Replica:
                 await acquire_lease(
                     conn, self.name, self.rt.owner, ttl_s=self.ttl_s, now=self.rt.clock()
                 )
+
+    async def _take_from(self, dead: str) -> None:
+        log.info("replica lease of a dead process taken over", owner=dead)
+        with translate_db_errors("registering the replica"):
+            async with self.rt.db.begin() as conn:
+                await release_lease(conn, self.name, dead)
+                # Its assignments too: nobody else could be scheduling them.
+                for name in await live_leases(conn, ASSIGNED_PREFIX, now=self.rt.clock()):
+                    await release_lease(conn, name, dead)
+        await self._register()
 
     async def _rounds(self) -> None:
         while True:

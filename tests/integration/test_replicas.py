@@ -57,10 +57,12 @@ async def sandbox() -> AsyncIterator[RunningSandbox]:
     await sb.close()
 
 
-def write_config(path: Path, db_url: str, sb: RunningSandbox, accounts: int) -> Path:
+def write_config(
+    path: Path, db_url: str, sb: RunningSandbox, accounts: int, ttl_s: float = TTL_S
+) -> Path:
     lines = [
         f'[database]\nurl = "{db_url}"',
-        f"[sync]\nlease_ttl_s = {TTL_S}\nheartbeat_s = {HEARTBEAT_S}",
+        f"[sync]\nlease_ttl_s = {ttl_s}\nheartbeat_s = {HEARTBEAT_S}",
         '[daemon]\nhost = "127.0.0.1"\nport = 0\nshutdown_grace_s = 2',
     ]
     for n in range(1, accounts + 1):
@@ -250,7 +252,8 @@ async def test_a_second_daemon_on_sqlite_is_refused(
     engine = create_engine(db_url)
     await migrate(engine)
     await engine.dispose()
-    cfg = write_config(tmp_path / "vs.toml", db_url, sandbox, 2)
+    # A TTL longer than every wait below: a takeover seen here did not wait for expiry.
+    cfg = write_config(tmp_path / "vs.toml", db_url, sandbox, 2, ttl_s=120)
     first = await spawn(cfg, tmp_path / "first.log")
     try:
         engine = create_engine(db_url)
@@ -284,6 +287,29 @@ async def test_a_second_daemon_on_sqlite_is_refused(
         first.send_signal(signal.SIGTERM)
         await asyncio.wait_for(first.wait(), timeout=20)
     assert first.returncode == 0
+
+    # A daemon that crashed (its lease still unexpired) does not keep the next one out.
+    crashed = await spawn(cfg, tmp_path / "crashed.log")
+    engine = create_engine(db_url)
+    try:
+        await wait_for_shares(engine, [2])
+        crashed.send_signal(signal.SIGKILL)
+        await crashed.wait()
+        restarted = await spawn(cfg, tmp_path / "restarted.log")
+        try:
+            for _ in range(WAIT_ROUNDS):  # 60 s at most: before the crashed one's rows expire
+                shares = await assignments(engine)
+                if any(f":{restarted.pid}:" in o and len(g) == 2 for o, g in shares.items()):
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                pytest.fail(f"the restarted daemon never took the groups: {shares}")
+        finally:
+            restarted.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(restarted.wait(), timeout=20)
+        assert restarted.returncode == 0
+    finally:
+        await engine.dispose()
 
 
 def test_fair_share() -> None:
