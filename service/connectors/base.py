@@ -134,7 +134,11 @@ class Connector:
     def __init__(self, settings: VendorSettings, client: VendorClient) -> None:
         self.settings = settings
         self.client = client
-        self.connection = client.vendor  # the account's name (``vendor`` is the connector's)
+
+    @property
+    def connection(self) -> str:
+        """The account's name (its config table); ``vendor`` is the connector's."""
+        return self.client.vendor
 
     @classmethod
     def known_streams(cls) -> list[str]:
