@@ -38,6 +38,19 @@ class DaemonMetrics:
             namespace=namespace,
             registry=registry,
         )
+        self.group_assigned = Gauge(
+            "group_assigned",
+            "1 while this replica schedules the limit group, else 0.",
+            ["group"],
+            namespace=namespace,
+            registry=registry,
+        )
+        self.replicas_live = Gauge(
+            "replicas_live",
+            "Live daemon replicas sharing the limit groups (as of the last round).",
+            namespace=namespace,
+            registry=registry,
+        )
         self.outbox = Gauge(
             "outbox_rows",
             "Push outbox rows by status.",

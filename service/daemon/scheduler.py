@@ -167,6 +167,7 @@ class Daemon:
     def _gained(self, rt: Runtime, group: LimitGroup) -> None:
         """A group this replica now schedules: its streams' jobs, and a run now of those
         whose current tick has not been served (the start-up run, or a takeover's)."""
+        self.metrics.group_assigned.labels(group=group.name).set(1)
         if self._scheduler is None or not self._accepting:
             return
         for vendor in group.connections:
@@ -193,6 +194,7 @@ class Daemon:
     def _lost(self, group: LimitGroup) -> None:
         """A group another replica schedules now: drop its streams' jobs (a run in progress
         finishes; the group's lease keeps the other replica's runs waiting until then)."""
+        self.metrics.group_assigned.labels(group=group.name).set(0)
         if self._scheduler is None:
             return
         for vendor in group.connections:
@@ -316,6 +318,8 @@ class Daemon:
             return None
 
         async def refresh_outbox() -> None:
+            if self.replica is not None:
+                self.metrics.replicas_live.set(self.replica.live_replicas)
             with contextlib.suppress(Exception):
                 async with rt.db.connect() as conn:
                     self.metrics.set_outbox(await outbox_summary(conn))

@@ -89,6 +89,8 @@ async def test_daemon_runs_schedules_serves_health_and_stops_cleanly(
     assert 'vendorsync_runs_total{status="succeeded",stream="User",vendor="aimsio"} 1.0' in text
     assert "vendorsync_http_requests_total" in text
     assert "vendorsync_last_success_timestamp_seconds" in text
+    assert 'vendorsync_group_assigned{group="aimsio"} 1.0' in text
+    assert "vendorsync_replicas_live 1.0" in text
     stop.set()
     await asyncio.wait_for(task, 30)
     assert await rows(engine, sa.select(lease)) == []  # leases released
