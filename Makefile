@@ -21,7 +21,7 @@ typecheck: install
 	$(VENV)/bin/mypy
 
 pytest: install pg
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q --durations=25
 
 test: lint typecheck pytest
 

@@ -321,6 +321,8 @@ def resync(
     for r in results:
         if r.error:
             err.print(plain(f"{r.stream}: {redact_text(r.error)}"), highlight=False)
+        if r.note:
+            err.print(plain(f"{r.stream}: note: {redact_text(r.note)}"), highlight=False)
     if failed:
         raise typer.Exit(1)
 
