@@ -296,7 +296,8 @@ class Runtime:
         While the lease is unconfirmed (its renewal failed) the vendor's limiter is
         fenced: no request leaves until it is confirmed again or lost.
         """
-        limiter = self.connector(vendor).client.limiter
+        client = self.connector(vendor).client
+        limiter = client.limiter
         async with self._vendor_lock:
             hold = self._vendor_holds.get(vendor)
             if hold is None or hold.held.lost.is_set():
@@ -307,6 +308,20 @@ class Runtime:
                 )
                 await held.acquire()
                 limiter.unfence()  # a fence left by an earlier, lost hold
+                taken = held.took_over
+                if taken is not None:
+                    # Its holder stopped renewing it (died, most likely) and sent nothing
+                    # after the lease expired; the vendor may still work on its last
+                    # requests, which count against its caps, for vendor_timeout_s.
+                    since_s = (self.clock() - taken.expired_at).total_seconds()
+                    wait_s = max(0.0, client.vendor_timeout_s - since_s)
+                    limiter.pause(wait_s)
+                    log.warning(
+                        "vendor lease taken over from a holder that stopped renewing it",
+                        vendor=vendor,
+                        previous_owner=taken.owner,
+                        wait_s=round(wait_s, 1),
+                    )
                 hold = _VendorHold(held)
                 self._vendor_holds[vendor] = hold
             hold.users += 1
