@@ -185,6 +185,9 @@ def main(quick: bool) -> dict[str, Any]:
         )
     print(f"  runs {tally['runs']} (succeeded {tally['succeeded']}, failed {tally['failed']}), rows written {tally['written']}, cancelled at the end {f['cancelled']}")  # fmt: skip
     print(f"  RSS MiB start {rss[0]:.0f} peak {max(rss):.0f} end {rss[-1]:.0f}; open fds start {fd_base} peak {max(fds)} end {fds[-1]}")  # fmt: skip
+    for vendor, s in stats.items():
+        for what in s["violations"][:5]:  # what the vendor saw, to tell why
+            print(f"  violation at {vendor}: {what}")
     print(f"  sandbox CPU per request {sandbox_cpu_s * 1000 / max(1, requests):.2f} ms")
     step = max(1, len(samples) // 20)
     print("  over time (s: RSS MiB / fds): " + ", ".join(f"{t:.0f}: {r:.0f}/{n}" for t, r, n in samples[::step]))  # fmt: skip
