@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -95,16 +94,3 @@ def rss_mb(pid: int) -> float:
 
 def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-class Watch:
-    """Wall and sandbox CPU over one measured phase."""
-
-    def __init__(self, sb: Sandbox) -> None:
-        self.sb = sb
-        self.started = time.monotonic()
-        self.cpu0 = sb.cpu_s()
-
-    def done(self) -> tuple[float, float]:
-        """(wall seconds, sandbox CPU seconds) since the watch started."""
-        return time.monotonic() - self.started, self.sb.cpu_s() - self.cpu0
