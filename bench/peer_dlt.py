@@ -116,7 +116,9 @@ class Databases:
         conn = await asyncpg.connect(pg_dsn(self.pg), timeout=3)
         try:
             for schema in self.schemas:
-                await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+                # dlt's merge stages its rows in a sibling schema of the dataset's.
+                for name in (schema, f"{schema}_staging"):
+                    await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
         finally:
             await conn.close()
 
