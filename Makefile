@@ -36,9 +36,9 @@ pg:
 demo: install
 	$(VENV)/bin/vendorsync demo
 
-bench: install
-	$(PY) -m bench upsert --quick
-	$(PY) -m bench aimsio_fetch --quick
+# Every benchmark in bench/ (`python -m bench --list`), quick sizes; results in bench/results/.
+bench: install pg
+	$(PY) -m bench --all --quick
 
 # Dockerfile (hadolint), compose file (docker-compose config), and the image's install steps.
 check-image: install
