@@ -22,12 +22,13 @@ from typing import Any
 
 import aiohttp
 
+from bench import size
 from service.config import Settings
 from service.connectors.aimsio import AimsioConnector
 from service.db import migrate
 from service.engine.runtime import Runtime
 
-USERS_FULL, USERS_QUICK = 600, 150
+USERS_FULL, USERS_QUICK, USERS_TINY = 600, 150, 10
 LATENCY_MS = 200
 CAP_PER_S = 10.0
 TARGET_RATIO = 0.95
@@ -101,7 +102,7 @@ async def measure(url: str, users: int, workdir: Path) -> dict[str, Any]:
 
 
 def main(quick: bool) -> dict[str, Any]:
-    users = USERS_QUICK if quick else USERS_FULL
+    users = size(USERS_FULL, USERS_QUICK, USERS_TINY, is_quick=quick)
     proc, url = start_sandbox(users)
     try:
         with tempfile.TemporaryDirectory() as tmp:

@@ -26,12 +26,13 @@ from typing import Any
 
 import aiohttp
 
+from bench import size
 from service.config import Settings
 from service.connectors.amilia import AmiliaConnector
 from service.db import migrate
 from service.engine.runtime import Runtime
 
-ACCOUNTS_FULL, ACCOUNTS_QUICK = 200_000, 50_000
+ACCOUNTS_FULL, ACCOUNTS_QUICK, ACCOUNTS_TINY = 200_000, 50_000, 2_000
 PER_PAGE = 200
 LATENCY_MS = 100
 CAP_PER_S = 100.0
@@ -209,7 +210,7 @@ async def run(records: int) -> dict[str, Any]:
 
 
 def main(quick: bool) -> dict[str, Any]:
-    records = ACCOUNTS_QUICK if quick else ACCOUNTS_FULL
+    records = size(ACCOUNTS_FULL, ACCOUNTS_QUICK, ACCOUNTS_TINY, is_quick=quick)
     f = asyncio.run(run(records))
     print(
         f"amilia_pages: {records} accounts, {PER_PAGE} per page, sandbox latency {LATENCY_MS} ms, "

@@ -35,6 +35,7 @@ import aiosqlite
 import asyncpg
 from sqlalchemy.engine import make_url
 
+from bench import size
 from sandbox.aqua.sim import DEMO_CREDENTIALS
 from service.config import Settings
 from service.db import create_engine, migrate
@@ -43,7 +44,7 @@ from service.engine.runtime import Runtime
 from service.engine.sync import run_stream
 from service.models import canonical_json
 
-ROWS_FULL, ROWS_QUICK = 1_000_000, 50_000
+ROWS_FULL, ROWS_QUICK, ROWS_TINY = 1_000_000, 50_000, 2_000
 BATCH_ROWS = 1_000
 TARGET_RATIO, TARGET_RSS_MB = 0.5, 250.0
 DEFAULT_PG_URL = "postgresql+asyncpg://postgres:postgres@127.0.0.1:5432/test"
@@ -288,7 +289,7 @@ async def _run(n: int) -> dict[str, Any]:
 
 
 def main(quick: bool) -> dict[str, Any]:
-    n = ROWS_QUICK if quick else ROWS_FULL
+    n = size(ROWS_FULL, ROWS_QUICK, ROWS_TINY, is_quick=quick)
     figures = asyncio.run(_run(n))
     print(f"Aqua CSV export of {n:,} rows staged (batches of {BATCH_ROWS:,})")
     print(f"{'database':<12}{'ours rows/s':>14}{'raw rows/s':>14}{'ours ÷ raw':>12}{'seconds':>10}")

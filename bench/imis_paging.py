@@ -26,12 +26,13 @@ from typing import Any
 
 import aiohttp
 
+from bench import size
 from service.config import Settings
 from service.connectors.imis import ImisConnector
 from service.connectors.imis_query import parse_page
 from service.engine.runtime import Runtime
 
-PARTIES_FULL, PARTIES_QUICK = 10_000, 3_000
+PARTIES_FULL, PARTIES_QUICK, PARTIES_TINY = 10_000, 3_000, 500
 PAGE = 100
 LATENCY_MS = 100
 TARGET_RATIO = 5.0
@@ -146,7 +147,7 @@ def run(records: int, polite: int, modes: list[tuple[str, int, bool]]) -> dict[s
 
 
 def main(quick: bool) -> dict[str, Any]:
-    records = PARTIES_QUICK if quick else PARTIES_FULL
+    records = size(PARTIES_FULL, PARTIES_QUICK, PARTIES_TINY, is_quick=quick)
     results = run(
         records, CAPS[0], [("sequential", 1, True), (f"concurrent_{CAPS[0]}", CAPS[0], False)]
     )

@@ -28,11 +28,12 @@ import aiosqlite
 import asyncpg
 from sqlalchemy.engine import make_url
 
+from bench import size
 from service.db import create_engine, migrate, start_run, upsert_records
 from service.db.tables import UTCDateTime
 from service.models import Record, UpsertCounts, canonical_json
 
-ROWS_FULL, ROWS_QUICK, BATCH_ROWS = 100_000, 20_000, 1_000
+ROWS_FULL, ROWS_QUICK, ROWS_TINY, BATCH_ROWS = 100_000, 20_000, 2_000, 1_000
 TARGET_RATIO = 0.5
 VENDOR, STREAM = "bench", "assets"
 DEFAULT_PG_URL = "postgresql+asyncpg://postgres:postgres@127.0.0.1:5432/test"
@@ -245,4 +246,4 @@ async def _run(n: int) -> dict[str, Any]:
 
 
 def main(quick: bool) -> dict[str, Any]:
-    return asyncio.run(_run(ROWS_QUICK if quick else ROWS_FULL))
+    return asyncio.run(_run(size(ROWS_FULL, ROWS_QUICK, ROWS_TINY, is_quick=quick)))

@@ -7,6 +7,7 @@ serialises contenders on the row). A dead holder's lease simply expires.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -21,15 +22,33 @@ t = lease
 _ATTEMPTS = 3  # the holder may release between our upsert and our look at who holds it
 
 
+@dataclass(frozen=True, slots=True)
+class TakenOver:
+    """An expired lease of another owner that ``acquire_lease`` took."""
+
+    owner: str
+    expired_at: datetime
+
+
 @translate_db_errors()
 async def acquire_lease(
     conn: AsyncConnection, name: str, owner: str, *, ttl_s: float, now: datetime
-) -> None:
+) -> TakenOver | None:
     """Take ``name`` for ``owner`` until ``now + ttl_s``, or raise ``LeaseHeld``.
 
     Succeeds when the lease is free, expired, or already ours (then it is extended).
+    Returns the *expired* lease of another owner it took over (a process that died holding
+    it, whose last requests a vendor may still be working on), else None.
     Commit promptly: on PostgreSQL the row stays locked until the transaction ends.
     """
+    before = (
+        await conn.execute(sa.select(t.c.owner, t.c.expires_at).where(t.c.name == name))
+    ).first()
+    taken = (
+        TakenOver(before.owner, require_aware(before.expires_at))
+        if before is not None and before.owner != owner and before.expires_at < now
+        else None
+    )
     expires_at = require_aware(now) + timedelta(seconds=ttl_s)
     stmt = upsert_insert(conn, t).values(
         name=name, owner=owner, acquired_at=now, expires_at=expires_at, heartbeat_at=now
@@ -47,7 +66,7 @@ async def acquire_lease(
     ).returning(t.c.owner)
     for _ in range(_ATTEMPTS):
         if (await conn.execute(stmt)).first() is not None:
-            return
+            return taken
         holder = (
             await conn.execute(
                 sa.select(t.c.owner, t.c.acquired_at, t.c.expires_at).where(t.c.name == name)

@@ -26,6 +26,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.db import acquire_lease, release_lease, renew_lease, translate_db_errors
+from service.db.leases import TakenOver
 from service.errors import LeaseHeld, LeaseLost, StagingError
 
 log = structlog.get_logger("service.engine.lease")
@@ -76,6 +77,7 @@ class HeldLease:
         self.unconfirmed: str | None = None
         self.lost = asyncio.Event()
         self.lost_reason: str | None = None
+        self.took_over: TakenOver | None = None  # an expired lease of another owner we took
         self._beat: asyncio.Task[None] | None = None
 
     async def acquire(self) -> None:
@@ -83,7 +85,9 @@ class HeldLease:
         now = self._now()
         with translate_db_errors(f"taking lease {self.name}"):
             async with self.db.begin() as conn:
-                await acquire_lease(conn, self.name, self.owner, ttl_s=self.ttl_s, now=now)
+                self.took_over = await acquire_lease(
+                    conn, self.name, self.owner, ttl_s=self.ttl_s, now=now
+                )
         self.expires_at = now + timedelta(seconds=self.ttl_s)
         self._beat = asyncio.create_task(self._heartbeat(), name=f"heartbeat {self.name}")
 

@@ -343,6 +343,24 @@ class Runtime:
                 )
                 await held.acquire()
                 limiter.unfence()  # a fence left by an earlier, lost hold
+                taken = held.took_over
+                if taken is not None:
+                    # Its holder stopped renewing it (died, most likely) and sent nothing
+                    # after the lease expired; the vendor may still work on its last
+                    # requests, which count against its caps, for vendor_timeout_s.
+                    # Any connection of the group may have sent them: the longest bound.
+                    vendor_timeout_s = max(
+                        self.connector(c).client.vendor_timeout_s for c in group.connections
+                    )
+                    since_s = (self.clock() - taken.expired_at).total_seconds()
+                    wait_s = max(0.0, vendor_timeout_s - since_s)
+                    limiter.pause(wait_s)
+                    log.warning(
+                        "vendor lease taken over from a holder that stopped renewing it",
+                        vendor=group.name,
+                        previous_owner=taken.owner,
+                        wait_s=round(wait_s, 1),
+                    )
                 hold = _VendorHold(held)
                 self._vendor_holds[group.lease] = hold
             hold.users += 1

@@ -214,3 +214,49 @@ async def test_os_processes_racing_on_sqlite_exactly_one_wins(tmp_path: Path) ->
     finally:
         await engine.dispose()
     assert rows == {f"proc:{i}": owner for owner, w in zip(owners, won, strict=True) for i in w}
+
+
+async def test_taking_over_an_expired_lease_says_whose_and_since_when(engine: AsyncEngine) -> None:
+    from service.db.leases import TakenOver
+
+    async with engine.begin() as conn:
+        assert await acquire_lease(conn, NAME, "a:1", ttl_s=60, now=T0) is None  # free
+        assert await acquire_lease(conn, NAME, "a:1", ttl_s=60, now=T0) is None  # ours
+    later = T0 + timedelta(seconds=90)
+    async with engine.begin() as conn:
+        taken = await acquire_lease(conn, NAME, "b:2", ttl_s=60, now=later)
+    assert taken == TakenOver("a:1", T0 + timedelta(seconds=60))
+    async with engine.begin() as conn:
+        await release_lease(conn, NAME, "b:2")
+        assert await acquire_lease(conn, NAME, "c:3", ttl_s=60, now=later) is None  # released
+
+
+async def test_a_vendor_lease_taken_over_holds_requests_for_the_vendor_timeout(
+    engine: AsyncEngine, db_url: str
+) -> None:
+    """The vendor may still work on a dead holder's last requests: the new holder's
+    limiter waits out what is left of ``vendor_timeout_s`` since the lease expired."""
+    from service.config import Settings
+    from service.engine.runtime import Runtime
+
+    now = [T0]
+    settings = Settings.model_validate(
+        {
+            "database": {"url": db_url},
+            "vendors": {
+                "aimsio": {
+                    "base_url": "http://127.0.0.1:1/aimsio",
+                    "auth": {"kind": "basic", "username": "u", "password": "p"},
+                    "vendor_timeout_s": 40,
+                    "streams": {"User": {}},
+                }
+            },
+        }
+    )
+    async with engine.begin() as conn:  # a holder that died 10 s after its lease expired
+        await acquire_lease(conn, "vendor:aimsio", "dead:1", ttl_s=60, now=T0)
+    now[0] = T0 + timedelta(seconds=70)
+    async with Runtime(settings, db=engine, clock=lambda: now[0]) as rt:
+        async with rt.vendor_lease("aimsio"):
+            paused = rt.connector("aimsio").client.limiter.paused_for_s()
+    assert 29 <= paused <= 30

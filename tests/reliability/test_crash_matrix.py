@@ -1,0 +1,322 @@
+"""Crash matrix: a sync SIGKILLed at seeded random moments, then run again, converges.
+
+Per mechanism and database: ``TRIALS`` trials. Each starts ``vendorsync resync`` in a
+subprocess against the sandbox (in this process, so the truth is read straight from it),
+kills it with SIGKILL after a random delay (some land before the first request, most mid-
+run, a few after the end), runs it again until it succeeds (the dead process's leases
+expire after ``lease_ttl_s``), then checks: staging equals the vendor exactly (every key
+and payload hash), the checkpoint is not ahead of the staged rows, the sandbox saw no
+limit violation. Between trials the sandbox changes, deletes and adds rows; every other
+trial is a ``--full`` re-read, so kills also land in long runs.
+
+The outcome table: ``pytest -m long -s tests/reliability/test_crash_matrix.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from sandbox.app import SandboxOptions
+from sandbox.server import RunningSandbox, start_sandbox
+from service.db import create_engine, fetch_live, staged_cursors
+from service.models import payload_hash
+from tests.integration.aimsio.conftest import control as aimsio_control
+from tests.integration.aimsio.conftest import vendor_get as aimsio_get
+from tests.integration.amilia.conftest import control as amilia_control
+from tests.integration.amilia.conftest import vendor_items
+from tests.integration.aqua.conftest import CREDENTIALS as AQUA_CREDENTIALS
+from tests.integration.aqua.conftest import FAST as AQUA_FAST
+from tests.integration.aqua.conftest import as_csv_row, stream_options, vendor_rows
+from tests.integration.aqua.conftest import control as aqua_control
+from tests.integration.imis.conftest import control as imis_control
+from tests.integration.imis.conftest import vendor_all
+
+pytestmark = pytest.mark.long
+
+TRIALS = 10  # per mechanism and database: 20 per mechanism
+ROOT = Path(__file__).resolve().parents[2]
+VENDORSYNC = [sys.executable, "-c", "from service.cli import main; main()"]
+OUTCOMES: list[tuple[str, str, int, int, int, int, str]] = []
+
+
+def toml_value(value: Any) -> str:
+    """JSON-shaped data as TOML (inline tables), enough for a test config."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        items = (f"{json.dumps(k)} = {toml_value(v)}" for k, v in value.items() if v is not None)
+        return "{ " + ", ".join(items) + " }"
+    raise TypeError(type(value))
+
+
+@dataclass
+class Mechanism:
+    name: str
+    vendor: str
+    stream: str
+    records: int
+    kill_within_s: float
+    settings: Callable[[str], dict[str, Any]]  # sandbox vendor URL → vendor settings
+    truth: Callable[[RunningSandbox], Awaitable[dict[str, str]]]  # key → payload hash
+    mutate: Callable[[RunningSandbox, int], Awaitable[None]]
+    sandbox: dict[str, Any] = field(default_factory=dict)
+    cursors: bool = False  # the truth gives cursors, not payload hashes
+
+
+# --- the mechanisms ---------------------------------------------------------------------------
+RETRY = {"max_attempts": 8, "base_s": 0.05, "max_backoff_s": 0.5}
+
+
+async def amilia_truth(sb: RunningSandbox) -> dict[str, str]:
+    items = await vendor_items(sb, "accounts?showArchived=true")
+    return {str(i["Id"]): payload_hash(i) for i in items}
+
+
+async def amilia_mutate(sb: RunningSandbox, seed: int) -> None:
+    change = {"entity": "accounts", "change": 0.03, "delete": 0.02, "add": 5, "seed": seed}
+    await amilia_control(sb, "mutate", change)
+
+
+async def imis_truth(sb: RunningSandbox) -> dict[str, str]:
+    from service.connectors.imis_query import unwrap
+
+    return {str(r["PartyId"]): payload_hash(unwrap(r)) for r in await vendor_all(sb, "Party")}
+
+
+async def imis_mutate(sb: RunningSandbox, seed: int) -> None:
+    await imis_control(
+        sb, "mutate", {"entity": "Party", "change": 0.03, "delete": 0.02, "add": 5, "seed": seed}
+    )
+
+
+async def aimsio_truth(sb: RunningSandbox) -> dict[str, str]:
+    # The cursor (updatedAt) of every listed row: a row staged at the listed version was
+    # fetched at that version (GET-one is deterministic per version).
+    return {str(s["guid"]): str(s["updatedAt"]) for s in await aimsio_get(sb, "User")}
+
+
+async def aimsio_mutate(sb: RunningSandbox, seed: int) -> None:
+    change = {"entity": "User", "change": 0.1, "delete": 0.05, "add": 2, "seed": seed}
+    await aimsio_control(sb, "mutate", change)
+
+
+async def aqua_truth(sb: RunningSandbox) -> dict[str, str]:
+    return {r["Order No"]: payload_hash(as_csv_row(r)) for r in vendor_rows(sb)}
+
+
+async def aqua_mutate(sb: RunningSandbox, seed: int) -> None:
+    change = {"entity": "Orders", "change": 0.03, "delete": 0.02, "seed": seed}
+    await aqua_control(sb, "mutate", change)
+
+
+MECHANISMS = [
+    Mechanism(
+        "listing diff (Aimsio)",
+        "aimsio",
+        "User",
+        records=30,
+        kill_within_s=4.0,
+        settings=lambda url: {
+            "base_url": url,
+            "max_parallel": 10,
+            "rate_per_s": 10,
+            # The sandbox gives up on a queued request after 1 s: so may we, on a dead
+            # holder's requests, before taking its place.
+            "vendor_timeout_s": 1.0,
+            "auth": {"kind": "basic", "username": "demo", "password": "demo-secret"},
+            "retry": RETRY,
+            "streams": {"User": {}},
+        },
+        truth=aimsio_truth,
+        mutate=aimsio_mutate,
+        cursors=True,
+        sandbox={"vendors": {"aimsio": {"limits": {"queue_timeout_s": 1.0}}}},
+    ),
+    Mechanism(
+        "export job (Aqua)",
+        "aqua",
+        "Orders",
+        records=3000,
+        kill_within_s=2.5,
+        settings=lambda url: {
+            "base_url": url,
+            "auth": AQUA_CREDENTIALS,
+            "retry": RETRY,
+            "streams": {"Orders": {"options": stream_options()}},
+        },
+        truth=aqua_truth,
+        mutate=aqua_mutate,
+        sandbox={"vendors": {"aqua": AQUA_FAST}},
+    ),
+    Mechanism(
+        "page-following (Amilia)",
+        "amilia",
+        "accounts",
+        records=2000,
+        kill_within_s=2.5,
+        settings=lambda url: {
+            "base_url": url,
+            "max_parallel": 20,
+            "rate_per_s": 100,
+            "auth": {
+                "kind": "basic_jwt",
+                "username": "demo@amilia.test",
+                "password": "demo-secret",
+            },
+            "retry": RETRY,
+            "options": {"per_page": 25},
+            "streams": {"accounts": {}},
+        },
+        truth=amilia_truth,
+        mutate=amilia_mutate,
+        sandbox={"latency_ms": 10},
+    ),
+    Mechanism(
+        "filtered offset paging (iMIS)",
+        "imis",
+        "Party",
+        records=1500,
+        kill_within_s=2.5,
+        settings=lambda url: {
+            "base_url": url,
+            "max_parallel": 5,
+            "rate_per_s": 50,
+            "auth": {"kind": "password_grant", "username": "demo", "password": "demo-secret"},
+            "retry": RETRY,
+            "blackouts": [],
+            "options": {"page_size": 50, "lookback_s": 3600},
+            "streams": {"Party": {}},
+        },
+        truth=imis_truth,
+        mutate=imis_mutate,
+        sandbox={"latency_ms": 10},
+    ),
+]
+
+
+# --- the harness --------------------------------------------------------------------------------
+async def vendorsync(*args: str, cwd: Path) -> asyncio.subprocess.Process:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "VENDORSYNC_LOG_LEVEL": "warning"}
+    env.pop("VENDORSYNC_CONFIG", None)
+    return await asyncio.create_subprocess_exec(
+        *VENDORSYNC, *args, cwd=cwd, env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+
+
+async def finish(*args: str, cwd: Path) -> None:
+    """Run to success; a lease of the killed process is waited out (bounded)."""
+    last = b""
+    for _ in range(40):
+        proc = await vendorsync(*args, cwd=cwd)
+        _, last = await asyncio.wait_for(proc.communicate(), 120)
+        if proc.returncode == 0:
+            return
+        if b"lease" not in last:
+            break
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"the run after the crash failed: {last.decode()[-600:]}")
+
+
+async def staged(
+    db_url: str, vendor: str, stream: str, *, cursors: bool
+) -> tuple[dict[str, str], Any]:
+    eng = create_engine(db_url)
+    try:
+        async with eng.connect() as conn:
+            live = await fetch_live(conn, vendor, stream)
+            by_cursor = await staged_cursors(conn, vendor, stream)
+            state = (
+                await conn.execute(
+                    sa.text("SELECT state FROM stream_state WHERE vendor = :v AND stream = :s"),
+                    {"v": vendor, "s": stream},
+                )
+            ).scalar()
+            max_cursor = (
+                await conn.execute(
+                    sa.text(
+                        "SELECT max(cursor) FROM staged_record WHERE vendor = :v AND stream = :s"
+                    ),
+                    {"v": vendor, "s": stream},
+                )
+            ).scalar()
+    finally:
+        await eng.dispose()
+    if isinstance(state, str):
+        state = json.loads(state)
+    if cursors:
+        return {k: str(c) for k, c in by_cursor.items()}, (state, max_cursor)
+    return {k: payload_hash(v) for k, v in live.items()}, (state, max_cursor)
+
+
+@pytest.mark.parametrize("mech", MECHANISMS, ids=lambda m: m.vendor)
+async def test_killed_syncs_converge(mech: Mechanism, db_url: str, tmp_path: Path) -> None:
+    sb = await start_sandbox(
+        SandboxOptions(records=mech.records, seed=5, **mech.sandbox), vendors=(mech.vendor,)
+    )
+    try:
+        config = {
+            "log_level": "warning",
+            "database": {"url": db_url},
+            "sync": {"batch_size": 100, "lease_ttl_s": 1.5, "heartbeat_s": 0.4},
+            "vendors": {mech.vendor: mech.settings(sb.url(mech.vendor))},
+        }
+        cfg = tmp_path / "vendorsync.toml"
+        cfg.write_text("\n".join(f"{k} = {toml_value(v)}" for k, v in config.items()) + "\n")
+        await finish("migrate", "--config", str(cfg), cwd=tmp_path)
+        rng = random.Random(f"crash:{mech.vendor}:{db_url.split(':')[0]}")
+        killed = finished = 0
+        for trial in range(TRIALS):
+            args = ["resync", mech.vendor, mech.stream, "--config", str(cfg)]
+            if trial % 2:
+                args.append("--full")
+            proc = await vendorsync(*args, cwd=tmp_path)
+            try:
+                await asyncio.wait_for(proc.wait(), rng.uniform(0.2, mech.kill_within_s))
+                finished += 1
+            except TimeoutError:
+                proc.send_signal(signal.SIGKILL)
+                await proc.wait()
+                killed += 1
+            await finish(*args, cwd=tmp_path)
+            got, (state, max_cursor) = await staged(
+                db_url, mech.vendor, mech.stream, cursors=mech.cursors
+            )
+            want = await mech.truth(sb)
+            assert got.keys() == want.keys(), f"trial {trial}: keys differ"
+            assert got == want, f"trial {trial}: payloads differ"
+            cursor = (state or {}).get("cursor")
+            if isinstance(cursor, str) and max_cursor is not None:
+                assert cursor <= max_cursor, f"trial {trial}: checkpoint ahead of the data"
+            await mech.mutate(sb, trial)
+        violations = sb.sims[mech.vendor].stats.violation_count
+        db = db_url.split("+")[0].split(":")[0]
+        OUTCOMES.append((mech.name, db, TRIALS, killed, finished, violations, "converged"))
+        print_table()
+        assert violations == 0, sb.sims[mech.vendor].stats.violations
+    finally:
+        await sb.close()
+
+
+def print_table() -> None:
+    print("\nmechanism                       database    trials killed ended-first violations")
+    for name, db, trials, killed, ended, violations, outcome in OUTCOMES:
+        print(f"{name:<32}{db:<12}{trials:>6}{killed:>7}{ended:>12}{violations:>11}  {outcome}")
