@@ -32,6 +32,7 @@ import aiohttp
 import asyncpg
 from sqlalchemy.engine import make_url
 
+from bench import size
 from bench.aimsio_fetch import start_sandbox
 from bench.upsert import pg_base_url, pg_connect
 from service.db import migrate
@@ -45,6 +46,7 @@ RATE_PER_S = float(os.environ.get("SCALE_RATE_PER_S", CAP_PER_S))
 TTL_S, HEARTBEAT_S = 4, 1
 FULL = (24, 200)  # accounts, records per account
 QUICK = (6, 60)
+TINY = (2, 10)
 CLI = [sys.executable, "-c", "from service.cli import main; main()"]
 ROOT = Path(__file__).resolve().parents[1]
 WAIT_S = 600
@@ -217,7 +219,7 @@ async def _run(accounts: int, records: int) -> list[dict[str, Any]]:
 
 
 def main(quick: bool) -> dict[str, Any]:
-    accounts, records = QUICK if quick else FULL
+    accounts, records = size(FULL, QUICK, TINY, is_quick=quick)
     # Larger sizes for capacity runs: SCALE_ACCOUNTS=48 SCALE_RECORDS=100 python -m bench scale
     accounts = int(os.environ.get("SCALE_ACCOUNTS", accounts))
     records = int(os.environ.get("SCALE_RECORDS", records))

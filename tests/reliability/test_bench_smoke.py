@@ -36,6 +36,7 @@ EXPECTED: dict[str, set[str]] = {
         "met",
     },
     "load": {"violations", "peak_rss_mb", "fds_over_time", "runs", "runs_failed", "met"},
+    "scale": {"ratio_to_caps_1", "ratio_to_caps_3", "violations", "failover_s", "met"},
 }
 
 
