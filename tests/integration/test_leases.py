@@ -256,7 +256,9 @@ async def test_a_vendor_lease_taken_over_holds_requests_for_the_vendor_timeout(
     async with engine.begin() as conn:  # a holder that died 10 s after its lease expired
         await acquire_lease(conn, "vendor:aimsio", "dead:1", ttl_s=60, now=T0)
     now[0] = T0 + timedelta(seconds=70)
-    async with Runtime(settings, db=engine, clock=lambda: now[0]) as rt:
-        async with rt.vendor_lease("aimsio"):
-            paused = rt.connector("aimsio").client.limiter.paused_for_s()
+    async with (
+        Runtime(settings, db=engine, clock=lambda: now[0]) as rt,
+        rt.vendor_lease("aimsio"),
+    ):
+        paused = rt.connector("aimsio").client.limiter.paused_for_s()
     assert 29 <= paused <= 30
