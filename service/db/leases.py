@@ -22,12 +22,22 @@ t = lease
 _ATTEMPTS = 3  # the holder may release between our upsert and our look at who holds it
 
 
+# A released lease stays as a row expiring at its last heartbeat; any other row is held,
+# or lapsed (expired without a release: its holder died).
+UNRELEASED = t.c.expires_at > t.c.heartbeat_at
+
+
 @dataclass(frozen=True, slots=True)
 class TakenOver:
-    """An expired lease of another owner that ``acquire_lease`` took."""
+    """A lease another owner held until ``expired_at``, that ``acquire_lease`` took.
+
+    ``released``: given up (``release_lease``); else it lapsed, its holder having stopped
+    renewing it (died, most likely).
+    """
 
     owner: str
     expired_at: datetime
+    released: bool = False
 
 
 @translate_db_errors()
@@ -37,15 +47,21 @@ async def acquire_lease(
     """Take ``name`` for ``owner`` until ``now + ttl_s``, or raise ``LeaseHeld``.
 
     Succeeds when the lease is free, expired, or already ours (then it is extended).
-    Returns the *expired* lease of another owner it took over (a process that died holding
-    it, whose last requests a vendor may still be working on), else None.
+    Returns the lease of another owner it took over, released or lapsed (a vendor may still
+    count that holder's last requests), else None.
     Commit promptly: on PostgreSQL the row stays locked until the transaction ends.
     """
     before = (
-        await conn.execute(sa.select(t.c.owner, t.c.expires_at).where(t.c.name == name))
+        await conn.execute(
+            sa.select(t.c.owner, t.c.expires_at, t.c.heartbeat_at).where(t.c.name == name)
+        )
     ).first()
     taken = (
-        TakenOver(before.owner, require_aware(before.expires_at))
+        TakenOver(
+            before.owner,
+            require_aware(before.expires_at),
+            released=before.heartbeat_at == before.expires_at,
+        )
         if before is not None and before.owner != owner and before.expires_at < now
         else None
     )
@@ -89,27 +105,38 @@ async def renew_lease(
     """Heartbeat: extend our lease to ``now + ttl_s``. False when it is no longer ours."""
     result = await conn.execute(
         sa.update(t)
-        .where(t.c.name == name, t.c.owner == owner)
+        .where(t.c.name == name, t.c.owner == owner, UNRELEASED)
         .values(expires_at=require_aware(now) + timedelta(seconds=ttl_s), heartbeat_at=now)
     )
     return result.rowcount == 1
 
 
 @translate_db_errors()
-async def release_lease(conn: AsyncConnection, name: str, owner: str) -> None:
-    """Give the lease up (a no-op when it is not ours any more)."""
-    await conn.execute(sa.delete(t).where(t.c.name == name, t.c.owner == owner))
+async def release_lease(conn: AsyncConnection, name: str, owner: str, *, now: datetime) -> None:
+    """Give the lease up (a no-op when it is not ours any more).
+
+    The row stays as the record of the release: expired at ``now``, last heartbeat at
+    ``now`` too (how a release differs from a lapse), so the next holder knows when the
+    last one stopped. Held leases are the rows with ``expires_at`` in the future.
+    """
+    at = require_aware(now)
+    await conn.execute(
+        sa.update(t)
+        .where(t.c.name == name, t.c.owner == owner)
+        .values(expires_at=at, heartbeat_at=at)
+    )
 
 
 @translate_db_errors()
 async def live_leases(
     conn: AsyncConnection, prefix: str, *, now: datetime
 ) -> dict[str, tuple[str, datetime]]:
-    """Unexpired leases whose name starts with ``prefix``: name → (owner, expires_at)."""
+    """Held leases (``expires_at`` in the future) whose name starts with ``prefix``:
+    name → (owner, expires_at). Released and lapsed rows are not held."""
     escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     rows = await conn.execute(
         sa.select(t.c.name, t.c.owner, t.c.expires_at).where(
-            t.c.name.like(f"{escaped}%", escape="\\"), t.c.expires_at >= require_aware(now)
+            t.c.name.like(f"{escaped}%", escape="\\"), t.c.expires_at > require_aware(now)
         )
     )
     return {r.name: (r.owner, r.expires_at) for r in rows}
@@ -125,8 +152,10 @@ async def renew_owned(
     expires_at = require_aware(now) + timedelta(seconds=ttl_s)
     await conn.execute(
         sa.update(t)
-        .where(t.c.name.in_(names), t.c.owner == owner)
+        .where(t.c.name.in_(names), t.c.owner == owner, UNRELEASED)
         .values(expires_at=expires_at, heartbeat_at=now)
     )
-    rows = await conn.execute(sa.select(t.c.name).where(t.c.name.in_(names), t.c.owner == owner))
+    rows = await conn.execute(
+        sa.select(t.c.name).where(t.c.name.in_(names), t.c.owner == owner, UNRELEASED)
+    )
     return {r.name for r in rows}

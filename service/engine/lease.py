@@ -172,7 +172,7 @@ class HeldLease:
             try:
                 with translate_db_errors(f"releasing lease {self.name}"):
                     async with self.db.begin() as conn:
-                        await release_lease(conn, self.name, self.owner)
+                        await release_lease(conn, self.name, self.owner, now=self._now())
                 return
             except StagingError as exc:
                 if attempt == RELEASE_ATTEMPTS - 1:

@@ -138,10 +138,10 @@ class Replica:
         log.info("replica lease of a dead process taken over", owner=dead)
         with translate_db_errors("registering the replica"):
             async with self.rt.db.begin() as conn:
-                await release_lease(conn, self.name, dead)
+                await release_lease(conn, self.name, dead, now=self.rt.clock())
                 # Its assignments too: nobody else could be scheduling them.
                 for name in await live_leases(conn, ASSIGNED_PREFIX, now=self.rt.clock()):
-                    await release_lease(conn, name, dead)
+                    await release_lease(conn, name, dead, now=self.rt.clock())
         await self._register()
 
     async def _rounds(self) -> None:
@@ -181,7 +181,7 @@ class Replica:
                 self.on_lost(group)
                 with translate_db_errors("releasing a group"):
                     async with rt.db.begin() as conn:
-                        await release_lease(conn, assigned_name(group), owner)
+                        await release_lease(conn, assigned_name(group), owner, now=rt.clock())
                 log.info("group released to another replica", group=group.name, share=share)
             return
         free = [g for g in self.groups if assigned_name(g) not in assigned]
@@ -214,6 +214,6 @@ class Replica:
             with translate_db_errors("leaving the replicas"):
                 async with self.rt.db.begin() as conn:
                     for name in names:
-                        await release_lease(conn, name, self.rt.owner)
+                        await release_lease(conn, name, self.rt.owner, now=self.rt.clock())
         except StagingError as exc:
             log.warning("replica leases not released; they expire by themselves", error=str(exc))

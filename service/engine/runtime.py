@@ -345,21 +345,26 @@ class Runtime:
                 limiter.unfence()  # a fence left by an earlier, lost hold
                 taken = held.took_over
                 if taken is not None:
-                    # Its holder stopped renewing it (died, most likely) and sent nothing
-                    # after the lease expired; the vendor may still work on its last
-                    # requests, which count against its caps, for vendor_timeout_s.
-                    # Any connection of the group may have sent them: the longest bound.
-                    vendor_timeout_s = max(
-                        self.connector(c).client.vendor_timeout_s for c in group.connections
-                    )
+                    # The last holder's requests still count at the vendor: in its rate
+                    # window for a period after it stopped, and (if it died rather than
+                    # released) in its parallel cap while the vendor works on them.
                     since_s = (self.clock() - taken.expired_at).total_seconds()
-                    wait_s = max(0.0, vendor_timeout_s - since_s)
+                    busy_s = limiter.period_s
+                    if not taken.released:
+                        # Any connection of the group may have sent them: the longest.
+                        busy_s = max(
+                            busy_s,
+                            *(self.connector(c).client.vendor_timeout_s for c in group.connections),
+                        )
+                    wait_s = max(0.0, busy_s - since_s)
                     limiter.pause(wait_s)
-                    log.warning(
-                        "vendor lease taken over from a holder that stopped renewing it",
+                    event = log.debug if taken.released else log.warning
+                    event(
+                        "vendor lease taken from its last holder",
                         vendor=group.name,
                         previous_owner=taken.owner,
-                        wait_s=round(wait_s, 1),
+                        released=taken.released,
+                        wait_s=round(wait_s, 2),
                     )
                 hold = _VendorHold(held)
                 self._vendor_holds[group.lease] = hold

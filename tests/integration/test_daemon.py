@@ -16,6 +16,7 @@ from sandbox.app import SandboxOptions
 from sandbox.server import RunningSandbox, start_sandbox
 from service.config import Settings
 from service.daemon.scheduler import Daemon, trigger_for
+from service.db.leases import UNRELEASED
 from service.db.tables import lease, staged_record, sync_run
 
 
@@ -93,7 +94,7 @@ async def test_daemon_runs_schedules_serves_health_and_stops_cleanly(
     assert "vendorsync_replicas_live 1.0" in text
     stop.set()
     await asyncio.wait_for(task, 30)
-    assert await rows(engine, sa.select(lease)) == []  # leases released
+    assert await rows(engine, sa.select(lease).where(UNRELEASED)) == []  # leases released
     staged = await rows(engine, sa.select(sa.func.count()).select_from(staged_record))
     assert staged[0][0] == 30
 
@@ -121,7 +122,7 @@ async def test_shutdown_cancels_a_slow_run_keeping_committed_batches(
     assert [r.status for r in runs] == ["cancelled"]
     staged = await rows(engine, sa.select(sa.func.count()).select_from(staged_record))
     assert 5 <= staged[0][0] < 15  # committed batches stay; the rest waits for next time
-    assert await rows(engine, sa.select(lease)) == []
+    assert await rows(engine, sa.select(lease).where(UNRELEASED)) == []
 
 
 async def test_run_once(engine: AsyncEngine, db_url: str, sandbox: RunningSandbox) -> None:
@@ -176,7 +177,7 @@ async def test_a_busy_stream_is_retried_soon_not_a_schedule_later(
 
     await wait_for(refused)
     async with engine.begin() as conn:  # the other process is done
-        await release_lease(conn, "stream:aimsio:User", "other")
+        await release_lease(conn, "stream:aimsio:User", "other", now=datetime.now(UTC))
 
     async def ran() -> bool:
         return bool(

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.config import Settings
 from service.db import acquire_lease, create_engine, start_run, stream_statuses
+from service.db.leases import UNRELEASED
 from service.db.tables import lease, sync_run
 from service.engine.resync import resync_streams
 from service.engine.runtime import Runtime
@@ -56,7 +57,7 @@ async def lease_row_locked(db_url: str, name: str) -> AsyncIterator[None]:
 
 async def lease_rows(engine: AsyncEngine) -> dict[str, str]:
     async with engine.connect() as conn:
-        return {r.name: r.owner for r in await conn.execute(sa.select(lease))}
+        return {r.name: r.owner for r in await conn.execute(sa.select(lease).where(UNRELEASED))}
 
 
 async def test_unconfirmed_vendor_lease_fences_the_limiter_until_renewed(

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.db import acquire_lease, create_engine, migrate, release_lease, renew_lease
+from service.db.leases import UNRELEASED
 from service.db.tables import lease
 from service.errors import LeaseHeld, StagingError
 from tests.conftest import sqlite_url
@@ -42,7 +43,7 @@ async def holder(engine: AsyncEngine) -> tuple[str, datetime, datetime] | None:
         row = (
             await conn.execute(
                 sa.select(lease.c.owner, lease.c.acquired_at, lease.c.expires_at).where(
-                    lease.c.name == NAME
+                    lease.c.name == NAME, UNRELEASED
                 )
             )
         ).first()
@@ -89,10 +90,10 @@ async def test_renew_extends_only_our_lease(engine: AsyncEngine) -> None:
 async def test_release_frees_the_lease_only_for_its_owner(engine: AsyncEngine) -> None:
     await acquire(engine, "a")
     async with engine.begin() as conn:
-        await release_lease(conn, NAME, "b")  # not ours: nothing happens
+        await release_lease(conn, NAME, "b", now=T0)  # not ours: nothing happens
     assert (await holder(engine) or ("",))[0] == "a"
     async with engine.begin() as conn:
-        await release_lease(conn, NAME, "a")
+        await release_lease(conn, NAME, "a", now=T0)
     assert await holder(engine) is None
     assert not await renew(engine, "a", now=T0)
     await acquire(engine, "b", now=T0 + timedelta(seconds=1))
@@ -225,10 +226,11 @@ async def test_taking_over_an_expired_lease_says_whose_and_since_when(engine: As
     later = T0 + timedelta(seconds=90)
     async with engine.begin() as conn:
         taken = await acquire_lease(conn, NAME, "b:2", ttl_s=60, now=later)
-    assert taken == TakenOver("a:1", T0 + timedelta(seconds=60))
+    assert taken == TakenOver("a:1", T0 + timedelta(seconds=60), released=False)  # lapsed
     async with engine.begin() as conn:
-        await release_lease(conn, NAME, "b:2")
-        assert await acquire_lease(conn, NAME, "c:3", ttl_s=60, now=later) is None  # released
+        await release_lease(conn, NAME, "b:2", now=later + timedelta(seconds=1))
+        taken = await acquire_lease(conn, NAME, "c:3", ttl_s=60, now=later + timedelta(seconds=2))
+    assert taken == TakenOver("b:2", later + timedelta(seconds=1), released=True)
 
 
 async def test_a_vendor_lease_taken_over_holds_requests_for_the_vendor_timeout(
@@ -262,3 +264,39 @@ async def test_a_vendor_lease_taken_over_holds_requests_for_the_vendor_timeout(
     ):
         paused = rt.connector("aimsio").client.limiter.paused_for_s()
     assert 29 <= paused <= 30
+
+
+async def test_the_next_process_keeps_out_of_the_last_ones_rate_window(
+    engine: AsyncEngine, db_url: str
+) -> None:
+    """Two runs one after another in two processes: the second waits until the first's
+    last second has passed, so together they never exceed the rate."""
+    from service.config import Settings
+    from service.engine.runtime import Runtime
+
+    settings = Settings.model_validate(
+        {
+            "database": {"url": db_url},
+            "vendors": {
+                "aimsio": {
+                    "base_url": "http://127.0.0.1:1/aimsio",
+                    "auth": {"kind": "basic", "username": "u", "password": "p"},
+                    "streams": {"User": {}},
+                }
+            },
+        }
+    )
+    now = [T0]
+    async with (
+        Runtime(settings, db=engine, clock=lambda: now[0]) as first,
+        first.vendor_lease("aimsio"),
+    ):
+        now[0] = T0 + timedelta(seconds=5)
+    now[0] = T0 + timedelta(seconds=5.3)  # 0.3 s after the first released it
+    async with (
+        Runtime(settings, db=engine, clock=lambda: now[0]) as second,
+        second.vendor_lease("aimsio"),
+    ):
+        limiter = second.connector("aimsio").client.limiter
+        paused = limiter.paused_for_s()
+    assert limiter.period_s - 0.3 - 0.05 <= paused <= limiter.period_s - 0.3 + 0.05

@@ -31,6 +31,7 @@ import pytest
 import sqlalchemy as sa
 
 from service.db import create_engine
+from service.db.leases import UNRELEASED
 from service.db.tables import lease, staged_record, sync_run
 from service.models import payload_hash
 from tests.reliability.pg_cluster import PgCluster, PgUnavailable
@@ -375,7 +376,9 @@ async def read_leases(db_url: str) -> dict[str, tuple[str, datetime]]:
     try:
         async with engine.connect() as conn:
             rows = (
-                await conn.execute(sa.select(lease.c.name, lease.c.owner, lease.c.expires_at))
+                await conn.execute(
+                    sa.select(lease.c.name, lease.c.owner, lease.c.expires_at).where(UNRELEASED)
+                )
             ).all()
     finally:
         await engine.dispose()

@@ -197,7 +197,11 @@ def test_second_runner_is_refused_while_the_first_runs(project: Path, sandbox_ur
             if db.exists():
                 with contextlib.closing(sqlite3.connect(db, timeout=5)) as conn:
                     try:
-                        held = bool(conn.execute("SELECT count(*) FROM lease").fetchone()[0])
+                        held = bool(
+                            conn.execute(
+                                "SELECT count(*) FROM lease WHERE expires_at > heartbeat_at"
+                            ).fetchone()[0]
+                        )
                     except sqlite3.OperationalError:
                         held = False  # schema not there yet
         assert held, "the first runner never took its lease"

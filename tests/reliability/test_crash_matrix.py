@@ -43,7 +43,7 @@ from tests.integration.aqua.conftest import control as aqua_control
 from tests.integration.imis.conftest import control as imis_control
 from tests.integration.imis.conftest import vendor_all
 
-pytestmark = pytest.mark.long
+pytestmark = [pytest.mark.long, pytest.mark.timeout(900)]
 
 TRIALS = 10  # per mechanism and database: 20 per mechanism
 ROOT = Path(__file__).resolve().parents[2]
