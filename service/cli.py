@@ -13,7 +13,7 @@ import signal
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -41,6 +41,9 @@ from service.errors import ConfigError, InputError, SyncError
 from service.logging import setup_logging
 from service.render import plain, push_summary, push_table, runs_table
 from service.secrets import redact_text
+
+if TYPE_CHECKING:
+    from service.db.views import ViewInfo
 
 
 def _flag_type(self: TyperOption, ctx: Any) -> str | None:
@@ -162,19 +165,58 @@ def migrate(config: ConfigOpt = None) -> None:
     """Upgrade the staging database schema to the latest migration."""
     from service.db import create_engine, translate_db_errors
     from service.db import migrate as do_migrate
+    from service.db.views import create_views
 
     settings = settings_from(config)
 
-    async def go() -> str:
+    async def go() -> tuple[str, list[ViewInfo]]:
         engine = create_engine(settings.database.url)
         try:
             with translate_db_errors("migrating"):
-                return await do_migrate(engine)
+                revision = await do_migrate(engine)
+            return revision, await create_views(engine, settings)
         finally:
             await engine.dispose()
 
-    revision = run_async(go())
+    revision, made = run_async(go())
     out.print(f"schema at revision {revision}")
+    out.print(plain(views_summary(made)), soft_wrap=True)
+
+
+@app.command()
+def views(config: ConfigOpt = None) -> None:
+    """(Re)create the typed SQL views <connection>__<stream> over the staged records.
+
+    Columns come from the payloads staged so far: run it again after a first sync."""
+    from service.db import check_schema, create_engine, translate_db_errors
+    from service.db.views import create_views
+
+    settings = settings_from(config)
+
+    async def go() -> list[ViewInfo]:
+        engine = create_engine(settings.database.url)
+        try:
+            with translate_db_errors("creating the staging views"):
+                await check_schema(engine)
+            return await create_views(engine, settings)
+        finally:
+            await engine.dispose()
+
+    made = run_async(go())
+    for v in made:
+        if not v.name:
+            err.print(plain(f"warning: {v.vendor}/{v.stream}: its view name is taken"))
+            continue
+        line = f"{v.name}: {len(v.columns)} field column(s)"
+        if v.skipped:
+            line += f"; left out (unsafe names): {', '.join(map(repr, v.skipped[:5]))}"
+        out.print(plain(line), soft_wrap=True)
+    out.print(plain(views_summary(made)), soft_wrap=True)
+
+
+def views_summary(made: list[ViewInfo]) -> str:
+    n = sum(1 for v in made if v.name)
+    return f"{n} staging view(s) <connection>__<stream> (vendorsync views rebuilds them)"
 
 
 @app.command()

@@ -110,6 +110,15 @@ def test_schema_required_then_migrate_resync_status(project: Path) -> None:
     assert status.returncode == 0, status.stderr
     assert "User" in status.stdout
     assert "succeeded" in status.stdout
+    views = run("views", cwd=project)
+    assert views.returncode == 0, views.stderr
+    assert "aimsio__user: " in views.stdout
+    with contextlib.closing(sqlite3.connect(project / "vs.db")) as db:
+        (n,) = db.execute("SELECT count(*) FROM aimsio__user WHERE NOT deleted").fetchone()
+        (staged,) = db.execute(
+            "SELECT count(*) FROM staged_record WHERE stream = 'User'"
+        ).fetchone()
+    assert n == staged > 0
 
 
 @pytest.mark.parametrize(
