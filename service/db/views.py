@@ -30,6 +30,7 @@ MAX_FIELDS = 200  # PostgreSQL allows 1,664 columns; nobody reads more than this
 MAX_IDENT = 63  # PostgreSQL truncates identifiers at 63 bytes
 BASE_COLUMNS = ("record_key", "cursor", "synced_at", "first_seen_at", "deleted", "deleted_at")
 # A JSON path label is written between double quotes, with no escape: refuse what could end it.
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 _UNSAFE_FIELD = re.compile(r'["\\\x00-\x1f\x7f]')
 
 
@@ -50,9 +51,10 @@ class ViewInfo:
 
 
 def safe_identifier(text: str, *, prefix: str = "c") -> str:
-    """Lower-case ``[a-z0-9_]`` (other characters become ``_``), not starting with a digit,
+    """Snake case ``[a-z0-9_]`` (other characters become ``_``), not starting with a digit,
     at most 63 characters (a long name keeps a short hash of the original, so stays unique)."""
-    name = re.sub(r"[^a-z0-9_]+", "_", text.lower()).strip("_") or prefix
+    snake = _CAMEL.sub("_", text)  # employeeFirstName → employee_first_name
+    name = re.sub(r"[^a-z0-9_]+", "_", snake.lower()).strip("_") or prefix
     if name[0].isdigit():
         name = f"{prefix}_{name}"
     if len(name) > MAX_IDENT:

@@ -52,6 +52,9 @@ def test_names_are_safe_identifiers() -> None:
     assert hostile.replace("_", "").isalnum()
     assert hostile.islower()
     assert safe_identifier("1st") == "c_1st"
+    assert safe_identifier("employeeFirstName") == "employee_first_name"
+    assert view_name("aimsio", "JobOrder") == "aimsio__job_order"
+    assert view_name("imis", "IQAQuery") == "imis__iqa_query"
     long = safe_identifier("x" * 100)
     assert len(long) == 63
     assert long != safe_identifier("x" * 101)
