@@ -258,6 +258,7 @@ def status(config: ConfigOpt = None, as_json: bool = typer.Option(False, "--json
     out.print(table)
     for warning in warnings:
         err.print(error_line(warning, "warning:"), highlight=False, soft_wrap=True)
+    print_schedule(report, now)
     if report["outbox"]:
         backlog = Table(title="push outbox")
         for col in ("vendor", "entity", "status", "rows"):
@@ -274,6 +275,33 @@ def status(config: ConfigOpt = None, as_json: bool = typer.Option(False, "--json
             error = redact_text(r["last_error"] or "")[:80]
             failed.add_row(*map(plain, (*cells, r["attempts"], error)))
         out.print(failed)
+
+
+def print_schedule(report: dict[str, Any], now: datetime) -> None:
+    """Freshness per stream (fresh / late / failing / never) and the dead letters."""
+    table = Table(title="schedule (late: last success older than 2 periods)")
+    for col in ("vendor", "stream", "schedule", "health", "lag", "next run (UTC)", "held by"):
+        table.add_column(col)
+    colour = {"fresh": "green", "late": "yellow", "failing": "red"}
+    for f in report.get("freshness", []):
+        state = f["state"]
+        lag = "-" if f["lag_s"] is None else age(now - timedelta(seconds=f["lag_s"]), now)
+        cells = (f["vendor"], f["stream"], f["schedule"], state, lag)
+        nxt = "due" if f["next_run_at"] <= now else f["next_run_at"].strftime("%Y-%m-%d %H:%M:%S")
+        row = [plain(str(c)) for c in (*cells, nxt, f["holder"] or "-")]
+        if state in colour:
+            row[3].stylize(colour[state])
+        table.add_row(*row)
+    out.print(table)
+    dead = report.get("dead_letters", [])
+    if dead:
+        letters = Table(title="dead letters (requeue on the daemon's status page)")
+        for col in ("id", "vendor", "entity", "key", "attempts", "last error"):
+            letters.add_column(col)
+        for r in dead:
+            cells = (r["id"], r["vendor"], r["entity"], r["record_key"], r["attempts"])
+            letters.add_row(*map(plain, (*cells, (r["last_error"] or "")[:80])))
+        out.print(letters)
 
 
 def full_reread_text(s: dict[str, Any]) -> str:

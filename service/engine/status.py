@@ -16,6 +16,9 @@ from service.db import (
     translate_db_errors,
 )
 from service.db.outbox import outbox_summary, recent_failures
+from service.db.overview import dead_letters, outbox_backlog
+from service.engine.freshness import collect_freshness
+from service.secrets import redact_text
 
 # Epoch milliseconds between 2001 and 2286: how Aimsio's `updatedAt` cursors look.
 EPOCH_MS_RANGE = (10**12, 10**13)
@@ -63,6 +66,9 @@ async def collect_status(settings: Settings) -> dict[str, Any]:
                 }
                 outbox = await outbox_summary(conn)
                 failures = await recent_failures(conn)
+                freshness = await collect_freshness(conn, settings, datetime.now(UTC))
+                dead = await dead_letters(conn)
+                backlog = await outbox_backlog(conn)
     finally:
         await engine.dispose()
     streams = [
@@ -81,7 +87,19 @@ async def collect_status(settings: Settings) -> dict[str, Any]:
         }
         for s in rows
     ]
-    return {"streams": streams, "outbox": outbox, "failures": failures}
+    for row in dead:
+        row["last_error"] = row["last_error"] and redact_text(row["last_error"])
+    return {
+        "streams": streams,
+        "outbox": outbox,
+        "failures": failures,
+        "freshness": [
+            {**f.as_dict(), "last_error": f.last_error and redact_text(f.last_error)}
+            for f in freshness
+        ],
+        "outbox_backlog": backlog,
+        "dead_letters": dead,
+    }
 
 
 def _full_reread(
