@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck pytest demo bench pg check-image clean
+.PHONY: install test lint typecheck pytest demo bench pg browser check-image clean
 
 install: $(STAMP)
 
@@ -20,7 +20,7 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy
 
-pytest: install pg
+pytest: install pg browser
 	$(VENV)/bin/pytest -q
 
 test: lint typecheck pytest
@@ -28,6 +28,10 @@ test: lint typecheck pytest
 # Starts a local PostgreSQL with the test database when it can (no-op if already up).
 pg:
 	@scripts/pg-up.sh || echo "warning: PostgreSQL not available; PG tests will fail under CI" >&2
+
+# Debian's chromium for the status page browser test (no-op if installed).
+browser:
+	@scripts/browser-up.sh || echo "warning: chromium not available; the browser test will fail" >&2
 
 demo: install
 	$(VENV)/bin/vendorsync demo

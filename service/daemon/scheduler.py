@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import random
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,6 +31,7 @@ from service.config import (
 )
 from service.daemon.health import build_health_app
 from service.daemon.metrics import DaemonMetrics
+from service.daemon.status_page import PageHooks, add_status_page
 from service.db import check_schema
 from service.db.outbox import outbox_summary
 from service.engine.push import push_once
@@ -201,6 +203,27 @@ class Daemon:
                 scheduler.shutdown(wait=False)
                 await runner.cleanup()
 
+    def scheduled_runs(self) -> dict[tuple[str, str], datetime]:
+        """Each stream's next scheduled start, as the scheduler has it (for the status page)."""
+        if self._scheduler is None:
+            return {}
+        out: dict[tuple[str, str], datetime] = {}
+        for vendor, stream, _ in self.jobs():
+            job = self._scheduler.get_job(f"{vendor}:{stream}")
+            if job is not None and job.next_run_time is not None:
+                out[(vendor, stream)] = job.next_run_time
+        return out
+
+    def _runner_now(self, rt: Runtime) -> Callable[[str, str], bool]:
+        def run_now(vendor: str, stream: str) -> bool:
+            """The status page's "run now": one extra run at once (skipped if one is running)."""
+            if (vendor, stream) not in {(v, s) for v, s, _ in self.jobs()}:
+                return False
+            self._retry_soon(rt, vendor, stream, delay_s=0.0)
+            return True
+
+        return run_now
+
     async def _expiry_job(self) -> None:
         # Daily: a credential that expires soon (AIMMS PRO keys live at most a year).
         for warning in expiry_warnings(self.settings, datetime.now(UTC).date()):
@@ -232,6 +255,8 @@ class Daemon:
                     self.metrics.set_outbox(await outbox_summary(conn))
 
         app = build_health_app(self.registry, ready, refresh_outbox)
+        hooks = PageHooks(self.settings, rt.db, self.scheduled_runs, self._runner_now(rt), rt.owner)
+        add_status_page(app, hooks)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, self.settings.daemon.host, self.settings.daemon.port)

@@ -1,9 +1,15 @@
-"""Freshness judgement and schedule maths: pure, on a fixed clock."""
+"""Freshness judgement and schedule maths: pure, on a fixed clock; the admin token setting."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import pytest
+from pydantic import ValidationError
+
+from service.config import Settings, effective_config
 from service.engine.freshness import judge, next_run_at, period_s
 
 NOW = datetime(2026, 12, 2, 10, 7, tzinfo=UTC)
@@ -45,3 +51,18 @@ def test_judge() -> None:
     assert j(None, None) == "never"
     assert j("running", None, first_ago_s=60) == "never"
     assert j("running", None, first_ago_s=3600) == "late"  # never succeeded, for too long
+
+
+def test_admin_token_is_a_masked_secret(tmp_path: Path) -> None:
+    token = "s3cret-admin-token-value"
+    settings = Settings.model_validate({"daemon": {"admin_token": token}, "vendors": {}})
+    assert token not in json.dumps(effective_config(settings))
+    assert token not in repr(settings)
+    (tmp_path / "token").write_text(token + "\n")
+    from_file = Settings.model_validate(
+        {"daemon": {"admin_token_file": str(tmp_path / "token")}, "vendors": {}}
+    )
+    assert from_file.daemon.admin_token is not None
+    assert from_file.daemon.admin_token.get_secret_value() == token
+    with pytest.raises(ValidationError, match="at least 16 characters"):
+        Settings.model_validate({"daemon": {"admin_token": "short"}, "vendors": {}})
