@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck pytest demo bench pg browser check-image clean
+.PHONY: install test lint typecheck pytest demo bench pg browser promtool check-image clean
 
 install: $(STAMP)
 
@@ -20,7 +20,7 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy
 
-pytest: install pg browser
+pytest: install pg browser promtool
 	$(VENV)/bin/pytest -q
 
 test: lint typecheck pytest
@@ -32,6 +32,10 @@ pg:
 # Debian's chromium for the status page browser test (no-op if installed).
 browser:
 	@scripts/browser-up.sh || echo "warning: chromium not available; the browser test will fail" >&2
+
+# promtool for the alert rules test, unpacked from Debian's package under var/tools/.
+promtool:
+	@scripts/promtool-up.sh >/dev/null || echo "warning: promtool not available; the rules test will fail" >&2
 
 demo: install
 	$(VENV)/bin/vendorsync demo

@@ -125,6 +125,8 @@ class DaemonSettings(_Model):
 
     @model_validator(mode="after")
     def _read_token_file(self) -> DaemonSettings:
+        if self.admin_token is not None and not self.admin_token.get_secret_value():
+            self.admin_token = None  # an empty environment variable means "not set"
         if self.admin_token_file is not None and self.admin_token is None:
             try:
                 value = self.admin_token_file.read_text(encoding="utf-8").strip()

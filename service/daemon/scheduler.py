@@ -32,6 +32,7 @@ from service.config import (
 from service.daemon.health import build_health_app
 from service.daemon.metrics import DaemonMetrics
 from service.daemon.status_page import PageHooks, add_status_page
+from service.daemon.stream_metrics import StreamGauges, update_stream_gauges
 from service.db import check_schema
 from service.db.outbox import outbox_summary
 from service.engine.push import push_once
@@ -57,6 +58,7 @@ class Daemon:
         self.settings = settings
         self.registry = registry or CollectorRegistry()
         self.metrics = DaemonMetrics(self.registry)
+        self.stream_gauges = StreamGauges(self.registry)
         self._running: set[asyncio.Task[Any]] = set()
         self._active: set[tuple[str, str]] = set()
         self._accepting = True
@@ -253,6 +255,9 @@ class Daemon:
             with contextlib.suppress(Exception):
                 async with rt.db.connect() as conn:
                     self.metrics.set_outbox(await outbox_summary(conn))
+                    await update_stream_gauges(
+                        self.stream_gauges, conn, self.settings, self.scheduled_runs()
+                    )
 
         app = build_health_app(self.registry, ready, refresh_outbox)
         hooks = PageHooks(self.settings, rt.db, self.scheduled_runs, self._runner_now(rt), rt.owner)

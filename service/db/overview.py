@@ -76,3 +76,9 @@ async def requeue_dead_letter(conn: AsyncConnection, row_id: int, now: datetime)
         )
     )
     return bool(done.rowcount)
+
+
+@translate_db_errors()
+async def dead_letter_count(conn: AsyncConnection) -> int:
+    q = sa.select(sa.func.count()).where(push_outbox.c.status == DEAD)
+    return int((await conn.execute(q)).scalar_one())
