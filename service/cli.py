@@ -523,10 +523,21 @@ def demo(
     if as_json:  # for scripts; the tables above are for people
         out.print(summary_json(phases, report), highlight=False, soft_wrap=True)
     else:
-        out.print("Inspect the staged data: vendorsync status", highlight=False)
+        out.print(
+            "Inspect the staged data: vendorsync status; query it: sqlite3 "
+            f"{settings_db_hint(settings)} 'SELECT * FROM aimsio__employee LIMIT 5'",
+            highlight=False,
+            soft_wrap=True,
+        )
     failed = [r for ph in phases for r in ph.results if r.status != "succeeded"]
     if failed:
         fail(f"{len(failed)} stream run(s) failed", 1)
+
+
+def settings_db_hint(settings: Settings) -> str:
+    from service.db import sqlite_file
+
+    return str(sqlite_file(settings.database.url) or "<database>")
 
 
 @app.command()
