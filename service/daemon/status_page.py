@@ -26,6 +26,7 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.config import Settings
+from service.db import translate_db_errors
 from service.db.outbox import outbox_summary
 from service.db.overview import dead_letters, outbox_backlog, requeue_dead_letter
 from service.engine.freshness import collect_freshness
@@ -100,11 +101,12 @@ def _json(status: int, message: str) -> web.Response:
 
 async def _page_data(hooks: PageHooks) -> dict[str, Any]:
     now = hooks.clock()
-    async with hooks.db.connect() as conn:
-        streams = await collect_freshness(conn, hooks.settings, now, hooks.scheduled())
-        outbox = await outbox_summary(conn)
-        dead = await dead_letters(conn)
-        backlog = await outbox_backlog(conn)
+    with translate_db_errors("reading the status"):  # connect and commit failures too
+        async with hooks.db.connect() as conn:
+            streams = await collect_freshness(conn, hooks.settings, now, hooks.scheduled())
+            outbox = await outbox_summary(conn)
+            dead = await dead_letters(conn)
+            backlog = await outbox_backlog(conn)
     for row in dead:
         row["last_error"] = redact_text(row["last_error"] or "")
     counts: dict[str, int] = {}
@@ -165,8 +167,9 @@ def add_status_page(app: web.Application, hooks: PageHooks) -> None:
         except ValueError:
             return _json(400, "not an outbox row id")
         try:
-            async with hooks.db.begin() as conn:
-                done = await requeue_dead_letter(conn, row_id, hooks.clock())
+            with translate_db_errors("requeueing a dead letter"):
+                async with hooks.db.begin() as conn:
+                    done = await requeue_dead_letter(conn, row_id, hooks.clock())
         except SyncError as exc:
             return _json(503, str(exc))
         if not done:
@@ -182,7 +185,7 @@ def add_status_page(app: web.Application, hooks: PageHooks) -> None:
         if not hooks.run_now(vendor, stream):
             return _json(404, "no such scheduled stream")
         log.info("status page: run requested", vendor=vendor, stream=stream)
-        return _json(202, f"{vendor} {stream}: run started")
+        return _json(202, f"{vendor} {stream}: run requested (skipped if one is running)")
 
     app.router.add_get("/", page)
     app.router.add_post("/actions/requeue/{row_id}", requeue)

@@ -169,7 +169,8 @@ def test_status_page_in_a_browser(daemon: tuple[str, subprocess.Popen[str], Path
     assert post(action, {"X-Admin-Token": TOKEN, "Sec-Fetch-Site": "cross-site"})[0] == 403
     assert post(f"{url}/actions/run/aimsio/NoSuch", {"X-Admin-Token": TOKEN})[0] == 404
     status, message = post(f"{url}/actions/run/aimsio/User", {"X-Admin-Token": TOKEN})
-    assert (status, message) == (202, "aimsio User: run started")
+    assert status == 202
+    assert message.startswith("aimsio User: run requested")
 
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 0
