@@ -165,7 +165,7 @@ def migrate(config: ConfigOpt = None) -> None:
     """Upgrade the staging database schema to the latest migration."""
     from service.db import create_engine, translate_db_errors
     from service.db import migrate as do_migrate
-    from service.db.views import create_views
+    from service.engine.views import create_views
 
     settings = settings_from(config)
 
@@ -189,7 +189,7 @@ def views(config: ConfigOpt = None) -> None:
 
     Columns come from the payloads staged so far: run it again after a first sync."""
     from service.db import check_schema, create_engine, translate_db_errors
-    from service.db.views import create_views
+    from service.engine.views import create_views
 
     settings = settings_from(config)
 

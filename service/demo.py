@@ -26,11 +26,11 @@ from sandbox.server import start_sandbox
 from service.config import Settings, load_settings
 from service.connectors import REGISTRY
 from service.db import create_engine, migrate, sqlite_file
-from service.db.views import create_views
 from service.engine.enqueue import PushRow, enqueue_rows
 from service.engine.push import PushReport, push_once
 from service.engine.runtime import Runtime
 from service.engine.sync import ProgressFn, execute_stream
+from service.engine.views import create_views
 from service.errors import ConfigError
 from service.live import LiveProgress
 from service.models import RunResult

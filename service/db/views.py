@@ -1,9 +1,10 @@
 """Typed SQL views over ``staged_record``, one per configured stream, for SQL users.
 
 ``aimsio__employee`` exposes the record's key, cursor, ``synced_at``, a ``deleted`` flag and
-the stream's top-level payload fields as typed columns. Fields come from the payloads
-staged so far (the newest ``SAMPLE_ROWS``), so a configured stream (an Aqua view, an IQA
-query) gets the columns its vendor actually sends; ``vendorsync views`` rebuilds them.
+the stream's top-level payload fields as typed columns. Fields come from what
+its connector declares (``StreamSpec.fields``) and from the payloads staged so far (the
+newest ``SAMPLE_ROWS``), so a configured stream (an Aqua view, an IQA query) gets the
+columns its vendor actually sends; ``vendorsync views`` rebuilds them.
 
 Names come from config and from vendor payloads, so nothing here trusts them: view and
 column names are reduced to ``[a-z0-9_]`` and quoted, string literals have their quotes
@@ -14,20 +15,20 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.config import Settings
 from service.db.engine import translate_db_errors
 from service.db.tables import staged_record
 
 SAMPLE_ROWS = 500  # newest payloads read per stream to find its fields
 MAX_FIELDS = 200  # PostgreSQL allows 1,664 columns; nobody reads more than this
 MAX_IDENT = 63  # PostgreSQL truncates identifiers at 63 bytes
+KINDS = ("integer", "number", "boolean", "text")
 BASE_COLUMNS = ("record_key", "cursor", "synced_at", "first_seen_at", "deleted", "deleted_at")
 # A JSON path label is written between double quotes, with no escape: refuse what could end it.
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
@@ -91,10 +92,14 @@ def infer_kind(values: Iterable[object]) -> str:
     return "text"
 
 
-def plan_columns(payloads: Sequence[object]) -> tuple[list[ViewColumn], list[str]]:
-    """Columns for the top-level fields of ``payloads`` (first seen first), and the fields
-    left out because their names cannot be written safely."""
-    seen: dict[str, list[object]] = {}
+def plan_columns(
+    payloads: Sequence[object], declared: Sequence[tuple[str, str]] = ()
+) -> tuple[list[ViewColumn], list[str]]:
+    """Columns for the ``declared`` fields (with their declared kinds), then the other
+    top-level fields of ``payloads`` (first seen first); and the fields left out because
+    their names cannot be written safely."""
+    kinds = {name: kind for name, kind in declared if kind in KINDS}
+    seen: dict[str, list[object]] = {name: [] for name in kinds}
     for p in payloads:
         if isinstance(p, dict):
             for k, v in p.items():
@@ -112,7 +117,7 @@ def plan_columns(payloads: Sequence[object]) -> tuple[list[ViewColumn], list[str
             column = safe_identifier(f"{base}_{n}")
             n += 1
         used.add(column)
-        columns.append(ViewColumn(column, name, infer_kind(values)))
+        columns.append(ViewColumn(column, name, kinds.get(name) or infer_kind(values)))
     return columns, skipped
 
 
@@ -183,9 +188,12 @@ async def _sample(conn: AsyncConnection, vendor: str, stream: str) -> list[objec
 
 @translate_db_errors("creating the staging views")
 async def refresh_views(
-    conn: AsyncConnection, streams: Iterable[tuple[str, str]]
+    conn: AsyncConnection,
+    streams: Iterable[tuple[str, str]],
+    declared: Mapping[tuple[str, str], Sequence[tuple[str, str]]] | None = None,
 ) -> list[ViewInfo]:
     """(Re)create the view of every ``(vendor, stream)``; the caller owns the transaction.
+    ``declared``: the fields a connector declares per stream (see ``plan_columns``).
 
     Two streams whose names reduce to the same view name keep the first; the second is
     reported with no columns and no view (``name`` empty).
@@ -200,7 +208,8 @@ async def refresh_views(
             made.append(ViewInfo("", vendor, stream))
             continue
         taken.add(name)
-        columns, skipped = plan_columns(await _sample(conn, vendor, stream))
+        fields = (declared or {}).get((vendor, stream), ())
+        columns, skipped = plan_columns(await _sample(conn, vendor, stream), fields)
         info = ViewInfo(name, vendor, stream, columns, skipped)
         # Drop, then create: the columns may differ from last time (CREATE OR REPLACE on
         # PostgreSQL cannot drop or retype a column).
@@ -208,15 +217,3 @@ async def refresh_views(
         await conn.exec_driver_sql(view_sql(dialect, info))
         made.append(info)
     return made
-
-
-def configured_streams(settings: Settings) -> list[tuple[str, str]]:
-    """Every configured ``(connection, stream)``, enabled or not (its data may be staged)."""
-    return [(v, s) for v, vs in settings.vendors.items() for s in vs.streams]
-
-
-async def create_views(engine: AsyncEngine, settings: Settings) -> list[ViewInfo]:
-    """One transaction: the views of every configured stream (``vendorsync views``)."""
-    with translate_db_errors("creating the staging views"):
-        async with engine.begin() as conn:
-            return await refresh_views(conn, configured_streams(settings))

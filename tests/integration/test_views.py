@@ -9,8 +9,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.config import Settings
 from service.db.tables import staged_record
 from service.db.views import infer_kind, plan_columns, refresh_views, safe_identifier, view_name
+from service.engine.views import create_views
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 HOSTILE_STREAM = "x'; DROP TABLE staged_record; --\"; DROP TABLE lease; --"
@@ -142,3 +144,52 @@ async def test_hostile_names_cannot_inject_sql(engine: AsyncEngine, field: str) 
             await conn.execute(sa.select(sa.func.count()).select_from(staged_record))
         ).scalar() == 2
         await conn.exec_driver_sql("SELECT count(*) FROM lease")
+
+
+def test_declared_fields_come_first_with_their_kinds() -> None:
+    cols, _ = plan_columns(
+        [{"extra": 1, "id": "7"}], declared=[("id", "integer"), ("on", "boolean")]
+    )
+    assert [(c.name, c.kind) for c in cols] == [
+        ("id", "integer"),
+        ("on", "boolean"),
+        ("extra", "integer"),
+    ]
+
+
+async def test_a_connector_declared_view_exists_before_any_data(engine: AsyncEngine) -> None:
+    settings = Settings.model_validate(
+        {
+            "vendors": {
+                "aimms": {
+                    "base_url": "http://127.0.0.1:9/aimms",
+                    "auth": {"kind": "apikey", "api_key": "k"},
+                    "streams": {"users": {}, "applications": {}},
+                }
+            }
+        }
+    )
+    made = {v.name: v for v in await create_views(engine, settings)}
+    users = made["aimms__users"]
+    assert [c.name for c in users.columns][:6] == [
+        "id",
+        "name",
+        "email",
+        "environment",
+        "is_active",
+        "is_admin",
+    ]
+    assert made["aimms__applications"].columns == []  # declares none: fields as seen
+    assert await select_all(engine, "aimms__users") == []
+    await stage(
+        engine,
+        "aimms",
+        "users",
+        [{"id": 5, "name": "Ann", "isActive": True, "isAdmin": False, "groups": [1, 2]}],
+    )
+    await create_views(engine, settings)
+    (row,) = await select_all(engine, "aimms__users")
+    assert row["id"] == 5
+    assert bool(row["is_active"]) is True
+    assert row["email"] is None
+    assert row["groups"].replace(" ", "") == "[1,2]"
