@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+import pytest
 import sqlalchemy as sa
 
 from service.db import create_engine
@@ -50,6 +51,7 @@ async def cli(*args: str, cwd: Path, env: dict[str, str]) -> tuple[int, str]:
     return proc.returncode or 0, out.decode()
 
 
+@pytest.mark.timeout(WAIT_S + 120)  # a whole daemon's first runs, on a shared machine
 async def test_daemon_process_on_postgresql(tmp_path: Path, sandbox_url: str) -> None:
     base = await require_pg()
     schema = await fresh_pg_schema(base, "daemon")

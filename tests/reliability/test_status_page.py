@@ -101,6 +101,7 @@ def dead_row_id(page: Page) -> int:
     return int(page.locator("#dead tbody tr").first.get_attribute("data-id") or 0)
 
 
+@pytest.mark.timeout(300)  # the demo, a daemon and a browser, on a shared machine
 def test_status_page_in_a_browser(daemon: tuple[str, subprocess.Popen[str], Path]) -> None:
     url, proc, db = daemon
     SHOTS.mkdir(parents=True, exist_ok=True)
