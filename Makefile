@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck pytest demo bench pg browser promtool check-image clean
+.PHONY: install test test-reliability lint typecheck pytest demo bench pg browser promtool check-image clean
 
 install: $(STAMP)
 
@@ -21,9 +21,13 @@ typecheck: install
 	$(VENV)/bin/mypy
 
 pytest: install pg browser promtool
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q --durations=25
 
 test: lint typecheck pytest
+
+# The longer tier: crash trials, fault matrices, large syncs, bad-input tables.
+test-reliability: install pg
+	$(VENV)/bin/pytest -q -m long --durations=25
 
 # Starts a local PostgreSQL with the test database when it can (no-op if already up).
 pg:

@@ -44,6 +44,7 @@ class Dataset:
         self._next = size  # next index for added records
         self._overrides: dict[int, Record] = {}
         self._deleted: set[int] = set()
+        self.version = 0  # bumps on every edit: caches of rendered output compare it
 
     def rng(self, index: int) -> random.Random:
         return random.Random(f"{self.seed}:{self.entity}:{index}")
@@ -80,12 +81,14 @@ class Dataset:
             raise KeyError(index)
         self._overrides[index] = record
         self._deleted.discard(index)
+        self.version += 1
 
     def add(self, build: Callable[[int], Record]) -> int:
         """Append a record built from its new index; returns that index."""
         index = self._next
         self._next += 1
         self._overrides[index] = build(index)
+        self.version += 1
         return index
 
     def delete(self, index: int) -> bool:
@@ -93,6 +96,7 @@ class Dataset:
             return False
         self._deleted.add(index)
         self._overrides.pop(index, None)
+        self.version += 1
         return True
 
     def mutate(

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 from typer.core import TyperOption
+from typer.exceptions import TyperException
 
 from service.config import (
     ConfigProblems,
@@ -391,6 +392,8 @@ def resync(
     for r in results:
         if r.error:
             err.print(plain(f"{r.stream}: {redact_text(r.error)}"), highlight=False)
+        if r.note:
+            err.print(plain(f"{r.stream}: note: {redact_text(r.note)}"), highlight=False)
     if failed:
         raise typer.Exit(1)
 
@@ -563,7 +566,19 @@ def sandbox(
 
 def main() -> None:
     try:
-        app()
+        # Not standalone: click would print a usage error as a boxed, multi-line panel.
+        code = app(standalone_mode=False)
+    except typer.Abort:  # Ctrl-C inside click's own prompts and parsing
+        err.print(error_line("interrupted (SIGINT)"), highlight=False)
+        sys.exit(128 + signal.SIGINT)
+    except TyperException as exc:  # click's usage and parameter errors (typer vendors click)
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        ctx = getattr(exc, "ctx", None)
+        if ctx is not None:
+            command = ctx.command_path.split(" ", 1)[1:]
+            message += f" (see {' '.join(['vendorsync', *command, '--help'])})"
+        err.print(error_line(message), highlight=False, soft_wrap=True)
+        sys.exit(getattr(exc, "exit_code", 2))
     except SyncError as exc:  # anything a command let through
         err.print(error_line(str(exc)), highlight=False, soft_wrap=True)
         sys.exit(2 if isinstance(exc, (ConfigError, InputError)) else 1)
@@ -577,3 +592,4 @@ def main() -> None:
             internal_error(exc)
         except typer.Exit as done:
             sys.exit(done.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)

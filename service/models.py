@@ -146,6 +146,7 @@ class RunResult:
     duration_s: float = 0.0
     error: str | None = None
     full: bool = False
+    note: str | None = None  # what the connector said about the run (not an error)
     # The failure itself, for callers that re-raise it (``run_stream``); not data.
     exception: BaseException | None = field(default=None, repr=False, compare=False)
 

@@ -316,7 +316,12 @@ class AquaDataset(Dataset):
         copy._next = self._next
         copy._overrides = dict(self._overrides)
         copy._deleted = set(self._deleted)
+        copy.version = self.version
         return copy
+
+    def fingerprint(self) -> tuple[str, int, int, int]:
+        """Equal for two copies holding the same rows (a frozen copy and its source)."""
+        return (self.entity, self.seed, self._size, self.version)
 
 
 def new_dataset(source: Source, size: int, seed: int) -> AquaDataset:

@@ -4,12 +4,23 @@ Who may fetch a job's file depends on its scope (Public: the link itself; Privat
 creator; PeopleInOrganization: the creator's company). What a link serves before its run
 completes follows ``link_before_complete``; the file is streamed in chunks and may be cut
 short by the truncation faults. See ``sandbox/aqua/sim.py`` for the settings.
+
+Rendered CSV and JSON files are kept (a few, on disk) by what they hold: the dataset's
+rows, the view, the format. A real Aqua renders an export once per job run and then
+serves a stored file; rendering it again on every download would make the simulator, not
+the client, the slowest part of a benchmark. Bytes are identical either way.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import os
+import shutil
+import tempfile
+import weakref
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -54,11 +65,53 @@ class DownloadHost(Protocol):
     def phase(self, job: Job) -> Phase: ...
 
 
+CACHED_FILES = 4
+
+
+class RenderedFiles:
+    """The last few rendered export files, on disk, by what they hold."""
+
+    def __init__(self) -> None:
+        self._dir = Path(tempfile.mkdtemp(prefix="vendorsync-aqua-sim-"))
+        self._files: OrderedDict[tuple[Any, ...], Path] = OrderedDict()
+        self._seq = 0
+        self._cleanup = weakref.finalize(self, shutil.rmtree, self._dir, ignore_errors=True)
+
+    def get(self, key: tuple[Any, ...]) -> Path | None:
+        path = self._files.get(key)
+        if path is not None:
+            self._files.move_to_end(key)
+        return path
+
+    def tee(self, key: tuple[Any, ...], chunks: Iterator[bytes]) -> Iterator[bytes]:
+        """``chunks``, written to a file as they pass; kept once the last one has."""
+        self._seq += 1
+        path = self._dir / f"{self._seq}.part"
+        try:
+            with path.open("wb") as out:
+                for chunk in chunks:
+                    out.write(chunk)
+                    yield chunk
+        except BaseException:  # cut short (a fault, a client gone): not a whole file
+            path.unlink(missing_ok=True)
+            raise
+        done = path.with_suffix(".out")
+        os.replace(path, done)
+        self._files[key] = done
+        while len(self._files) > CACHED_FILES:
+            _, old = self._files.popitem(last=False)
+            old.unlink(missing_ok=True)  # a reader still streaming it keeps its handle
+
+    def close(self) -> None:
+        self._cleanup()
+
+
 class DownloadApi:
     """Serves a job's export file at its publish link."""
 
     def __init__(self, sim: DownloadHost) -> None:
         self.sim = sim
+        self.rendered = RenderedFiles()
 
     async def download(self, request: web.Request) -> web.StreamResponse:
         doc_id, anon = request.match_info["doc_id"], request.match_info.get("anon")
@@ -105,12 +158,24 @@ class DownloadApi:
             with await asyncio.to_thread(write_xlsx, rows, columns, title) as fh:
                 await resp.prepare(request)
                 return await send_chunks(request, resp, file_chunks(fh), cut_at_bytes=cut_at)
-        if job.output_format == "CSV":
-            chunks = csv_chunks(rows, columns, chunk_rows)
+        shape = str(settings["json_row_shape"])
+        key = (data.fingerprint(), job.source.name, job.view, job.output_format, shape)
+        cached = self.rendered.get(key)
+        if cached is not None:
+            fh = cached.open("rb")
+            chunks: Iterator[bytes] = file_chunks(fh)
+        elif job.output_format == "CSV":
+            chunks = self.rendered.tee(key, csv_chunks(rows, columns, chunk_rows))
         else:
-            chunks = json_chunks(rows, columns, chunk_rows, str(settings["json_row_shape"]))
-            if faults.roll(fault_rate(faults.extra.get("malformed_json"))):
-                self.sim.stats.errors_injected += 1
-                chunks = malformed(chunks)
-        await resp.prepare(request)
-        return await send_chunks(request, resp, chunks, cut_at_bytes=cut_at)
+            chunks = self.rendered.tee(key, json_chunks(rows, columns, chunk_rows, shape))
+        if job.output_format == "JSON" and faults.roll(
+            fault_rate(faults.extra.get("malformed_json"))
+        ):
+            self.sim.stats.errors_injected += 1
+            chunks = malformed(chunks)
+        try:
+            await resp.prepare(request)
+            return await send_chunks(request, resp, chunks, cut_at_bytes=cut_at)
+        finally:
+            if cached is not None:
+                fh.close()

@@ -126,6 +126,7 @@ class AquaSim(VendorSim):
         r.add_post("/reports/v1.0/exportdata", self._guard(self.export))
         r.add_post("/reports/v1.0/reports/exportdata", self._guard(self.export))
         status, files = StatusApi(self), DownloadApi(self)
+        self.files = files
         r.add_get(ODATA_JOBS_PATH, self._guard(status.list_jobs))
         r.add_get(JOBS_PATH, self._guard(status.list_jobs))
         r.add_post(JOBS_PATH, self._guard(status.legacy_jobs))

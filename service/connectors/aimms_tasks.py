@@ -174,14 +174,17 @@ def response_rows(body: Any, rows_path: str | None) -> list[dict[str, Any]]:
 
 def csv_rows(header: list[str] | None, lines: Iterable[str]) -> tuple[list[str], list[dict]]:
     """Parse complete CSV ``lines``; the first line is the header unless one is given."""
-    reader = csv.reader(io.StringIO("".join(lines)))
+    reader = csv.reader(io.StringIO("".join(lines), newline=""))
     out: list[dict[str, Any]] = []
-    for values in reader:
-        if header is None:
-            header = [h.strip() for h in values]
-            continue
-        if values:
-            out.append(dict(zip(header, values, strict=False)))
+    try:
+        for values in reader:
+            if header is None:
+                header = [h.strip() for h in values]
+                continue
+            if values:
+                out.append(dict(zip(header, values, strict=False)))
+    except csv.Error as exc:
+        raise ParseError(f"task response is not CSV: {exc}", vendor=VENDOR) from exc
     return header or [], out
 
 

@@ -124,6 +124,19 @@ def validate_row(entity: str, row: JSON) -> str | None:
     return None
 
 
+def _count(entity: str, body: JSON, name: str) -> int:
+    """A counter of an import result: absent or null is 0; anything but a whole number
+    (a count in a string included) is a shape we do not understand."""
+    value = body.get(name)
+    if value is None:
+        return 0
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ParseError(f"{entity} push: {name} is not a count: {value!r:.40}", vendor="aimsio")
+    return value
+
+
 def parse_import_result(entity: str, keys: list[str], body: Any) -> list[PushOutcome]:
     """Map an ``IntegrationImportResult`` onto the rows sent, in order.
 
@@ -133,15 +146,18 @@ def parse_import_result(entity: str, keys: list[str], body: Any) -> list[PushOut
     if not isinstance(body, dict) or body.get("dtype") != "IntegrationImportResult":
         raise ParseError(f"{entity} push: not an IntegrationImportResult", vendor="aimsio")
     rejected: dict[str, str] = {}
-    for notice in body.get("notices") or []:
+    notices = body.get("notices") or []
+    if not isinstance(notices, list):
+        raise ParseError(f"{entity} push: notices is not a list", vendor="aimsio")
+    for notice in notices:
         if not isinstance(notice, dict):
             continue
         key = notice.get("entityKey")
         severity = str(notice.get("severity", "ERROR")).upper()
         if key is not None and severity == "ERROR":
             rejected.setdefault(str(key), str(notice.get("message") or "rejected by Aimsio"))
-    created = int(body.get("numberOfEntitiesCreated") or 0)
-    edited = int(body.get("numberOfEntitiesEdited") or 0)
+    created = _count(entity, body, "numberOfEntitiesCreated")
+    edited = _count(entity, body, "numberOfEntitiesEdited")
     accepted_status: PushStatus = (
         "created" if edited == 0 and created else "edited" if created == 0 else "accepted"
     )
@@ -151,7 +167,7 @@ def parse_import_result(entity: str, keys: list[str], body: Any) -> list[PushOut
             out.append(PushOutcome(key, "rejected", rejected[key]))
         else:
             out.append(PushOutcome(key, accepted_status))
-    not_imported = int(body.get("numberOfEntitiesNotImportedDueToErrors") or 0)
+    not_imported = _count(entity, body, "numberOfEntitiesNotImportedDueToErrors")
     if not_imported > sum(1 for o in out if o.status == "rejected"):
         # The vendor rejected rows it did not name: we cannot tell which, so retry them all.
         return [PushOutcome(k, "retry", "unattributed rejection in import result") for k in keys]

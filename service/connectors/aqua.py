@@ -10,7 +10,8 @@ format, scope, key, …}``, see :class:`AquaStream`). One run of a stream:
    documented ``…/backgroundjob/{id}/rerun``; ``wire`` picks). A new job's state is
    committed at once (an empty batch), so even a run that fails later re-runs it next
    time. A purged job (404), a refused rerun or a ``Failed`` job → one new export job,
-   and the reason is recorded in the state (``last_event``) and the log.
+   and the reason is recorded in the run (``sync_run.note``), the state (``last_event``)
+   and the log.
 2. **Poll** with backoff (``poll_min_s`` … ``poll_max_s``) until ``Completed``; at
    ``poll_deadline_s`` the run fails with ``JobTimeout`` and nothing is written.
 3. **Download** the publish link (Public: no token; Private / PeopleInOrganization: the
@@ -192,6 +193,7 @@ class AquaConnector(Connector):
         state.update(jobId=job.job_id, publishLink=job.link, export=opts.identity())
         if event:
             state["last_event"] = event
+            ctx.note(event)
             log.warning("aqua.new_job", stream=ctx.stream, reason=event, job=job.job_id)
         if job.created:
             yield Batch(records=[], state=dict(state))  # keep the new job even if we fail
@@ -201,6 +203,7 @@ class AquaConnector(Connector):
             if job.created:
                 raise
             event = f"{exc.args[0]}: created a new export job"
+            ctx.note(event)
             log.warning("aqua.new_job", stream=ctx.stream, reason=event)
             job = await self.create(opts)
             state.update(jobId=job.job_id, publishLink=job.link, last_event=event)

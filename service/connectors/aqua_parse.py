@@ -290,6 +290,8 @@ class JsonRows:
                 if final or len(self._buf) - self._pos > MAX_ELEMENT_CHARS:
                     raise self._malformed(exc.msg) from exc
                 break  # wait for more bytes
+            except RecursionError as exc:  # nested deeper than any export row is
+                raise self._malformed("a row nests too deeply") from exc
             if end >= len(self._buf) and not final and not isinstance(value, dict | list):
                 break  # a number may go on in the next chunk
             self._pos = end

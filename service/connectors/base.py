@@ -84,6 +84,9 @@ class StreamContext:
     # each record as it arrives (for live progress; nothing depends on them).
     expect: Callable[[int], None] = field(default=lambda _n: None)
     advance: Callable[[int], None] = field(default=lambda _n: None)
+    # A remark for the run's record that is not an error (e.g. "new export job: the old
+    # one was purged"); kept in ``sync_run.note`` and shown by ``resync``.
+    note: Callable[[str], None] = field(default=lambda _text: None)
     # Time as parameters: tests drive connectors on fake time, never real sleeps.
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     clock: Callable[[], float] = time.monotonic

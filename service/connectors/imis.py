@@ -258,9 +258,12 @@ class ImisConnector(Connector):
                 async for page in pages:
                     yield page
             return
-        page, pages_read = head, 1
+        page, pages_read, offset = head, 1, 0
         while page.next is not None and pages_read < MAX_PAGES:
-            page = parse_page(await self.get_page(path, query, int(page.next)), path)
+            if int(page.next) <= offset:  # a link back: the walk would never end
+                raise ParseError(f"{path}: pagination loop at NextOffset {page.next}")
+            offset = int(page.next)
+            page = parse_page(await self.get_page(path, query, offset), path)
             pages_read += 1
             yield page
 
@@ -290,6 +293,8 @@ class ImisConnector(Connector):
             raw = field_of(oldest, sort_prop) if oldest is not None else None
             if page.next is None or raw is None or local_to_utc(str(raw), tz) < start:
                 return
+            if int(page.next) <= offset:  # a link back: the walk would never end
+                raise ParseError(f"{path}: pagination loop at NextOffset {page.next}")
             offset = int(page.next)
 
     async def deleted_since(self, log: str, start: datetime, tz: Any) -> list[str]:

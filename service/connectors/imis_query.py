@@ -167,7 +167,12 @@ def parse_page(body: Any, what: str) -> Page[dict[str, Any]]:
     if not isinstance(total, int) or isinstance(total, bool):
         total = None
     more = body.get("HasNext") is True
-    return Page(values, next=str(body.get("NextOffset")) if more else None, total=total)
+    offset = body.get("NextOffset")
+    if isinstance(offset, str) and offset.isdigit():
+        offset = int(offset)
+    if more and (isinstance(offset, bool) or not isinstance(offset, int) or offset < 0):
+        raise ParseError(f"{what}: HasNext without a NextOffset to go on from", vendor="imis")
+    return Page(values, next=str(offset) if more else None, total=total)
 
 
 def page_limit(body: Any, asked: int) -> int:

@@ -32,6 +32,7 @@ class RunRow:
     error: str | None
     owner: str | None = None
     full: bool = False
+    note: str | None = None
 
 
 @translate_db_errors()
@@ -72,6 +73,7 @@ async def finish_run(
     requests: int,
     error: str | None,
     now: datetime,
+    note: str | None = None,
 ) -> None:
     await conn.execute(
         sa.update(sync_run)
@@ -86,6 +88,7 @@ async def finish_run(
             invalid=counts.invalid,
             requests=requests,
             error=error,
+            note=note,
         )
     )
 
@@ -111,6 +114,7 @@ def _run_row(row: sa.Row[tuple[object, ...]]) -> RunRow:
         error=m["error"],
         owner=m["owner"],
         full=bool(m["full"]),
+        note=m["note"],
     )
 
 

@@ -110,6 +110,9 @@ sync_run = sa.Table(
     sa.Column("owner", sa.String(256), nullable=True),
     # A full re-read (--full or the stream's `full_every`), not an incremental run.
     sa.Column("full", sa.Boolean(), nullable=False, server_default=sa.false()),
+    # What the connector said about the run that is not an error (e.g. a new export job,
+    # and why).
+    sa.Column("note", sa.Text(), nullable=True),
     sa.Index(None, "vendor", "stream", "id"),
 )
 

@@ -45,6 +45,7 @@ from service.models import JSON, Batch, RunProgress, RunResult, UpsertCounts, un
 log = structlog.get_logger("service.engine.sync")
 
 ERROR_MAX_CHARS = 500
+NOTE_CHARS = 1000
 INVALID_KEYS_SHOWN = 5
 ProgressFn = Callable[[RunProgress], None]
 
@@ -283,6 +284,7 @@ async def execute_stream(
                     async with rt.db.connect() as conn:
                         return await fetch_live(conn, of_vendor, of_stream)
 
+            notes: list[str] = []
             ctx = StreamContext(
                 vendor=vendor,
                 stream=stream,
@@ -294,6 +296,7 @@ async def execute_stream(
                 staged_rows=rows,
                 options=dict(rt.settings.vendor(vendor).streams[stream].options),
                 now=rt.clock,
+                note=notes.append,
             )
             status, error, failure = "succeeded", None, None
             try:
@@ -325,8 +328,9 @@ async def execute_stream(
                 note = refused.note()
                 if note is not None:
                     error = note if error is None else f"{error}; {note}"
+                run_note = "; ".join(dict.fromkeys(notes))[:NOTE_CHARS] or None
                 await asyncio.shield(
-                    _finish(rt, run_id, status, totals, requests, error, bound.error)
+                    _finish(rt, run_id, status, totals, requests, error, run_note, bound.error)
                 )
                 event = bound.info if status == "succeeded" else bound.error
                 event(
@@ -341,6 +345,7 @@ async def execute_stream(
                     requests=requests,
                     duration_s=round(duration_s, 3),
                     error=error,
+                    note=run_note,
                 )
     return RunResult(
         run_id=run_id,
@@ -352,6 +357,7 @@ async def execute_stream(
         duration_s=duration_s,
         error=error,
         full=full,
+        note=run_note,
         exception=failure,
     )
 
@@ -363,6 +369,7 @@ async def _finish(
     totals: UpsertCounts,
     requests: int,
     error: str | None,
+    note: str | None,
     report: Callable[..., object],
 ) -> None:
     """Record the run's outcome; a database that refuses leaves the row ``running``, which
@@ -378,6 +385,7 @@ async def _finish(
                     requests=requests,
                     error=error,
                     now=rt.clock(),
+                    note=note,
                 )
     except SyncError as exc:
         report("run result not recorded", error=str(exc))

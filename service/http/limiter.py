@@ -42,7 +42,7 @@ from typing import Any, Self
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[Any]]
 REDATE_ALLOWANCE_S = 0.005
-ON_SCHEDULE_S = 0.005
+ON_SCHEDULE_S = 0.001
 
 
 def default_burst(limit: int) -> int:

@@ -372,3 +372,37 @@ def test_create_engine_makes_the_sqlite_directory(tmp_path: Path) -> None:
     assert path.parent.is_dir()
     assert eng.dialect.driver == "aiosqlite"
     eng.sync_engine.dispose()
+
+
+async def test_upgrading_a_populated_database_keeps_its_runs(db_url: str) -> None:
+    """0003 → head on a database with runs: the rows stay, new columns start empty."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("VENDORSYNC_DATABASE__URL", None)
+
+    def alembic(*args: str) -> None:
+        done = subprocess.run(
+            [sys.executable, "-m", "alembic", "-x", f"url={db_url}", *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+
+    alembic("upgrade", "0003")
+    eng = create_engine(db_url)
+    try:
+        async with eng.begin() as conn:
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO sync_run (vendor, stream, trigger, started_at, status) "
+                    "VALUES ('aqua', 'Orders', 'manual', '2026-01-01 00:00:00', 'succeeded')"
+                )
+            )
+        alembic("upgrade", "head")
+        async with eng.connect() as conn:
+            rows = (await conn.execute(sa.text("SELECT vendor, status, note FROM sync_run"))).all()
+    finally:
+        await eng.dispose()
+    assert [tuple(r) for r in rows] == [("aqua", "succeeded", None)]

@@ -676,6 +676,37 @@ async def test_truncated_csv_fault_cuts_the_body(
     assert stats["errors_injected"] == 1
 
 
+async def test_a_rendered_file_is_served_again_until_the_data_changes(start: Any) -> None:
+    """A second download of the same export (another job too) is the stored file, byte
+    for byte; a cut download is never stored; a change in the data renders anew."""
+    aqua = await start(records=200, csv_chunk_rows=50)
+    token = await aqua.token()
+    first = await aqua.export(token)
+    aqua.clock.advance(DONE_S)
+    await aqua.faults(extra={"truncate_csv": True})
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await aqua.download(first["publishLink"], token)
+    rendered = aqua.sim.files.rendered
+    assert rendered._files == {}  # the cut file was not kept
+    await aqua.faults(extra={"truncate_csv": False})
+    body = await aqua.download(first["publishLink"], token)
+    assert len(rendered._files) == 1
+    second = await aqua.export(token)  # another job, the same rows
+    aqua.clock.advance(DONE_S)
+    assert await aqua.download(second["publishLink"], token) == body
+    assert len(rendered._files) == 1
+    status, _ = await aqua.call(
+        "POST", "/_sandbox/mutate", json={"entity": "Orders", "delete": 0.5}
+    )
+    assert status == 200
+    third = await aqua.export(token)
+    aqua.clock.advance(DONE_S)
+    changed = await aqua.download(third["publishLink"], token)
+    assert changed != body
+    assert len(rendered._files) == 2
+    assert await aqua.download(first["publishLink"], token) == body  # its snapshot still
+
+
 async def test_shared_truncate_rate_cuts_json_downloads_too(start: Any) -> None:
     aqua = await start(records=5)
     token = await aqua.token()

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.db.runs import recent_runs
 from service.engine.runtime import Runtime
 from service.engine.sync import execute_stream, run_stream
 from tests.integration.aqua.conftest import (
@@ -59,6 +60,8 @@ async def test_a_failed_rerun_makes_a_new_job_and_says_why(
     assert state["jobId"] != old
     assert f"Aqua job {old} failed" in state["last_event"]
     assert "created a new export job" in state["last_event"]
+    assert result.note == state["last_event"]
+    assert await run_note(engine, result.run_id) == state["last_event"]  # in the run record
     assert await staged(engine) == view_as_csv(sb)
 
 
@@ -111,6 +114,7 @@ async def test_a_purged_job_is_replaced(
     assert state["jobId"] != old
     assert old not in sim(sb).jobs
     assert state["last_event"].startswith(f"job {old} purged")
+    assert await run_note(engine, result.run_id) == state["last_event"]
     assert await staged(engine) == view_as_csv(sb)
 
 
@@ -258,3 +262,9 @@ async def test_duplicate_keys_last_wins_and_are_counted(
         "rows": 300,
         "duplicate_keys": 300 - len(last),
     }
+
+
+async def run_note(engine: AsyncEngine, run_id: int) -> str | None:
+    async with engine.connect() as conn:
+        runs = await recent_runs(conn, limit=50)
+    return next(r.note for r in runs if r.id == run_id)
