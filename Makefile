@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-reliability lint typecheck pytest demo bench pg check-image clean
+.PHONY: install test test-reliability lint typecheck pytest demo bench pg browser promtool check-image clean
 
 install: $(STAMP)
 
@@ -20,7 +20,7 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy
 
-pytest: install pg
+pytest: install pg browser promtool
 	$(VENV)/bin/pytest -q --durations=25
 
 test: lint typecheck pytest
@@ -32,6 +32,14 @@ test-reliability: install pg
 # Starts a local PostgreSQL with the test database when it can (no-op if already up).
 pg:
 	@scripts/pg-up.sh || echo "warning: PostgreSQL not available; PG tests will fail under CI" >&2
+
+# Debian's chromium for the status page browser test (no-op if installed).
+browser:
+	@scripts/browser-up.sh || echo "warning: chromium not available; the browser test will fail" >&2
+
+# promtool for the alert rules test, unpacked from Debian's package under var/tools/.
+promtool:
+	@scripts/promtool-up.sh >/dev/null || echo "warning: promtool not available; the rules test will fail" >&2
 
 demo: install
 	$(VENV)/bin/vendorsync demo

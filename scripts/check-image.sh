@@ -19,6 +19,7 @@ fi
 if command -v docker-compose >/dev/null 2>&1; then
   docker-compose -f docker-compose.yaml config -q
   docker-compose -f docker-compose.yaml --profile sandbox config -q 2>/dev/null || true
+  docker-compose -f docker-compose.yaml --profile monitoring config -q
   echo "docker-compose config: ok"
 elif [ -n "${CI:-}" ]; then
   echo "docker-compose is required under CI" >&2

@@ -13,7 +13,7 @@ import signal
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -42,6 +42,9 @@ from service.errors import ConfigError, InputError, SyncError
 from service.logging import setup_logging
 from service.render import plain, push_summary, push_table, runs_table
 from service.secrets import redact_text
+
+if TYPE_CHECKING:
+    from service.db.views import ViewInfo
 
 
 def _flag_type(self: TyperOption, ctx: Any) -> str | None:
@@ -163,19 +166,58 @@ def migrate(config: ConfigOpt = None) -> None:
     """Upgrade the staging database schema to the latest migration."""
     from service.db import create_engine, translate_db_errors
     from service.db import migrate as do_migrate
+    from service.engine.views import create_views
 
     settings = settings_from(config)
 
-    async def go() -> str:
+    async def go() -> tuple[str, list[ViewInfo]]:
         engine = create_engine(settings.database.url)
         try:
             with translate_db_errors("migrating"):
-                return await do_migrate(engine)
+                revision = await do_migrate(engine)
+            return revision, await create_views(engine, settings)
         finally:
             await engine.dispose()
 
-    revision = run_async(go())
+    revision, made = run_async(go())
     out.print(f"schema at revision {revision}")
+    out.print(plain(views_summary(made)), soft_wrap=True)
+
+
+@app.command()
+def views(config: ConfigOpt = None) -> None:
+    """(Re)create the typed SQL views <connection>__<stream> over the staged records.
+
+    Columns come from the payloads staged so far: run it again after a first sync."""
+    from service.db import check_schema, create_engine, translate_db_errors
+    from service.engine.views import create_views
+
+    settings = settings_from(config)
+
+    async def go() -> list[ViewInfo]:
+        engine = create_engine(settings.database.url)
+        try:
+            with translate_db_errors("creating the staging views"):
+                await check_schema(engine)
+            return await create_views(engine, settings)
+        finally:
+            await engine.dispose()
+
+    made = run_async(go())
+    for v in made:
+        if not v.name:
+            err.print(plain(f"warning: {v.vendor}/{v.stream}: its view name is taken"))
+            continue
+        line = f"{v.name}: {len(v.columns)} field column(s)"
+        if v.skipped:
+            line += f"; left out (unsafe names): {', '.join(map(repr, v.skipped[:5]))}"
+        out.print(plain(line), soft_wrap=True)
+    out.print(plain(views_summary(made)), soft_wrap=True)
+
+
+def views_summary(made: list[ViewInfo]) -> str:
+    n = sum(1 for v in made if v.name)
+    return f"{n} staging view(s) <connection>__<stream> (vendorsync views rebuilds them)"
 
 
 @app.command()
@@ -226,6 +268,7 @@ def status(config: ConfigOpt = None, as_json: bool = typer.Option(False, "--json
         out.print(groups)
     for warning in warnings:
         err.print(error_line(warning, "warning:"), highlight=False, soft_wrap=True)
+    print_schedule(report, now)
     if report["outbox"]:
         backlog = Table(title="push outbox")
         for col in ("vendor", "entity", "status", "rows"):
@@ -242,6 +285,33 @@ def status(config: ConfigOpt = None, as_json: bool = typer.Option(False, "--json
             error = redact_text(r["last_error"] or "")[:80]
             failed.add_row(*map(plain, (*cells, r["attempts"], error)))
         out.print(failed)
+
+
+def print_schedule(report: dict[str, Any], now: datetime) -> None:
+    """Freshness per stream (fresh / late / failing / never) and the dead letters."""
+    table = Table(title="schedule (late: last success older than 2 periods)")
+    for col in ("vendor", "stream", "schedule", "health", "lag", "next run (UTC)", "held by"):
+        table.add_column(col)
+    colour = {"fresh": "green", "late": "yellow", "failing": "red"}
+    for f in report.get("freshness", []):
+        state = f["state"]
+        lag = "-" if f["lag_s"] is None else age(now - timedelta(seconds=f["lag_s"]), now)
+        cells = (f["vendor"], f["stream"], f["schedule"], state, lag)
+        nxt = "due" if f["next_run_at"] <= now else f["next_run_at"].strftime("%Y-%m-%d %H:%M:%S")
+        row = [plain(str(c)) for c in (*cells, nxt, f["holder"] or "-")]
+        if state in colour:
+            row[3].stylize(colour[state])
+        table.add_row(*row)
+    out.print(table)
+    dead = report.get("dead_letters", [])
+    if dead:
+        letters = Table(title="dead letters (requeue on the daemon's status page)")
+        for col in ("id", "vendor", "entity", "key", "attempts", "last error"):
+            letters.add_column(col)
+        for r in dead:
+            cells = (r["id"], r["vendor"], r["entity"], r["record_key"], r["attempts"])
+            letters.add_row(*map(plain, (*cells, (r["last_error"] or "")[:80])))
+        out.print(letters)
 
 
 def full_reread_text(s: dict[str, Any]) -> str:
@@ -465,10 +535,21 @@ def demo(
     if as_json:  # for scripts; the tables above are for people
         out.print(summary_json(phases, report), highlight=False, soft_wrap=True)
     else:
-        out.print("Inspect the staged data: vendorsync status", highlight=False)
+        out.print(
+            "Inspect the staged data: vendorsync status; query it: sqlite3 "
+            f"{settings_db_hint(settings)} 'SELECT * FROM aimsio__employee LIMIT 5'",
+            highlight=False,
+            soft_wrap=True,
+        )
     failed = [r for ph in phases for r in ph.results if r.status != "succeeded"]
     if failed:
         fail(f"{len(failed)} stream run(s) failed", 1)
+
+
+def settings_db_hint(settings: Settings) -> str:
+    from service.db import sqlite_file
+
+    return str(sqlite_file(settings.database.url) or "<database>")
 
 
 @app.command()

@@ -118,6 +118,24 @@ class DaemonSettings(_Model):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     shutdown_grace_s: Seconds = 30.0
+    # The status page's actions (requeue a dead letter, run a stream now) need this token
+    # in the X-Admin-Token header; unset: the page is read-only.
+    admin_token: SecretStr | None = None
+    admin_token_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _read_token_file(self) -> DaemonSettings:
+        if self.admin_token is not None and not self.admin_token.get_secret_value():
+            self.admin_token = None  # an empty environment variable means "not set"
+        if self.admin_token_file is not None and self.admin_token is None:
+            try:
+                value = self.admin_token_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ValueError(f"admin_token_file: cannot read: {exc.strerror}") from None
+            self.admin_token = SecretStr(value)
+        if self.admin_token is not None and len(self.admin_token.get_secret_value()) < 16:
+            raise ValueError("admin_token must be at least 16 characters")
+        return self
 
 
 class RetrySettings(_Model):

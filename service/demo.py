@@ -4,7 +4,8 @@ Starts the sandbox on 127.0.0.1, resets and migrates the configured SQLite datab
 embedded default's ``./var/vendorsync.db``, so ``vendorsync status`` shows the demo
 afterwards; a previous file is kept as ``….before-demo``), runs a full sync of every
 enabled stream, mutates sandbox records, runs an incremental sync, pushes a few users (one
-invalid on purpose), and prints what happened next to the vendors' own counters.
+invalid on purpose) and a few rows to every other vendor that accepts pushes (iMIS,
+Amilia, AIMMS PRO), and prints what happened next to the vendors' own counters.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from service.engine.enqueue import PushRow, enqueue_rows
 from service.engine.push import PushReport, push_once
 from service.engine.runtime import Runtime
 from service.engine.sync import ProgressFn, execute_stream
+from service.engine.views import create_views
 from service.errors import ConfigError
 from service.live import LiveProgress
 from service.models import RunResult
@@ -53,6 +55,53 @@ DEMO_USERS: list[dict[str, Any]] = [
         "userIsActive": True,
         "userShortCode": "TOOLONG",
     }
+]
+
+# One or two rows for every other vendor that accepts pushes (Aqua takes none).
+DEMO_PUSHES: list[PushRow] = [
+    *(
+        PushRow(
+            "imis",
+            "Party",
+            f"demo-party-{i}",
+            {
+                "PersonName": {"FirstName": "Demo", "LastName": f"Member {i}"},
+                "Emails": [{"Address": f"demo.member{i}@example.org", "EmailType": "_Primary"}],
+            },
+        )
+        for i in (1, 2)
+    ),
+    *(
+        PushRow(
+            "amilia",
+            "accounts",
+            f"demo-account-{i}",
+            {
+                "Owners": [
+                    {
+                        "FirstName": "Demo",
+                        "LastName": f"Family {i}",
+                        "Email": f"demo.family{i}@example.org",
+                    }
+                ],
+                "Members": [],
+                "Corporate": False,
+            },
+        )
+        for i in (1, 2)
+    ),
+    *(
+        PushRow(
+            "aimms",
+            "task",
+            f"demo.planner{i}@example.test",
+            {
+                "name": f"Demo Planner {i}",
+                "email": f"demo.planner{i}@example.test",
+            },
+        )
+        for i in (1, 2)
+    ),
 ]
 
 
@@ -170,8 +219,13 @@ async def run_demo(
             console.print("mutated the sandbox: ~5% changed, ~2% deleted, 2 added per entity")
             await phase("incremental sync")
             rows = [PushRow("aimsio", "User", u["userName"], u) for u in DEMO_USERS]
+            rows += [r for r in DEMO_PUSHES if r.vendor in vendors]
             await enqueue_rows(rt.db, rows)
-            report = await push_once(rt, vendor="aimsio")
+            pushing = sorted({r.vendor for r in rows if r.vendor in vendors})
+            console.print(f"[bold]push[/bold] to {', '.join(pushing)} …")
+            report = await push_once(rt)
+            views = await create_views(rt.db, settings)
+            console.print(f"created {len(views)} staging views, e.g. aimsio__employee")
         return phases, report
     finally:
         await sandbox.close()

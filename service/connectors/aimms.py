@@ -121,9 +121,23 @@ class AimmsConnector(Connector):
     stream_specs = (
         StreamSpec("applications", "projectName/projectVersion", description="apps by version"),
         StreamSpec("aimms_versions", "id", description="AIMMS versions on the cloud"),
-        StreamSpec("environments", "id"),
-        StreamSpec("groups", "id"),
-        StreamSpec("users", "id"),
+        StreamSpec("environments", "id", fields=(("id", "integer"), ("name", "text"))),
+        StreamSpec(
+            "groups", "id", fields=(("id", "integer"), ("name", "text"), ("environment", "integer"))
+        ),
+        StreamSpec(
+            "users",
+            "id",
+            fields=(
+                ("id", "integer"),
+                ("name", "text"),
+                ("email", "text"),
+                ("environment", "integer"),
+                ("isActive", "boolean"),
+                ("isAdmin", "boolean"),
+                ("groups", "text"),
+            ),
+        ),
         StreamSpec("tasks", "id#groupIndex", "state", description="task history"),
     )
     push_entities = ("task",)

@@ -36,6 +36,9 @@ class StreamSpec:
     # A periodic full re-read for entities whose content changes without the cursor
     # moving (they embed other entities); config `full_every` overrides it.
     full_every_s: float | None = None
+    # (payload field, integer | number | boolean | text) pairs its staging view always has,
+    # even before anything is staged; fields seen in staged payloads are added to them.
+    fields: tuple[tuple[str, str], ...] = ()
 
     def key_of(self, payload: Any) -> str | None:
         """The record key the payload carries, or None when it has none."""

@@ -15,6 +15,7 @@ import functools
 import math
 import random
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -35,6 +36,8 @@ from service.config import (
 )
 from service.daemon.health import build_health_app
 from service.daemon.metrics import DaemonMetrics
+from service.daemon.status_page import PageHooks, add_status_page
+from service.daemon.stream_metrics import StreamGauges, update_stream_gauges
 from service.db import check_schema, last_success_started_at, translate_db_errors
 from service.db.outbox import outbox_summary
 from service.engine.groups import LimitGroup, lease_of, limit_groups
@@ -81,6 +84,7 @@ class Daemon:
         self.settings = settings
         self.registry = registry or CollectorRegistry()
         self.metrics = DaemonMetrics(self.registry)
+        self.stream_gauges = StreamGauges(self.registry)
         self._running: set[asyncio.Task[Any]] = set()
         self._active: set[tuple[str, str]] = set()
         self._accepting = True
@@ -292,6 +296,27 @@ class Daemon:
                 await replica.close()
                 await runner.cleanup()
 
+    def scheduled_runs(self) -> dict[tuple[str, str], datetime]:
+        """Each stream's next scheduled start, as the scheduler has it (for the status page)."""
+        if self._scheduler is None:
+            return {}
+        out: dict[tuple[str, str], datetime] = {}
+        for vendor, stream, _ in self.jobs():
+            job = self._scheduler.get_job(f"{vendor}:{stream}")
+            if job is not None and job.next_run_time is not None:
+                out[(vendor, stream)] = job.next_run_time
+        return out
+
+    def _runner_now(self, rt: Runtime) -> Callable[[str, str], bool]:
+        def run_now(vendor: str, stream: str) -> bool:
+            """The status page's "run now": one extra run at once (skipped if one is running)."""
+            if (vendor, stream) not in {(v, s) for v, s, _ in self.jobs()}:
+                return False
+            self._retry_soon(rt, vendor, stream, delay_s=0.0)
+            return True
+
+        return run_now
+
     async def _expiry_job(self) -> None:
         # Daily: a credential that expires soon (AIMMS PRO keys live at most a year).
         for warning in expiry_warnings(self.settings, datetime.now(UTC).date()):
@@ -323,8 +348,13 @@ class Daemon:
             with contextlib.suppress(Exception):
                 async with rt.db.connect() as conn:
                     self.metrics.set_outbox(await outbox_summary(conn))
+                    await update_stream_gauges(
+                        self.stream_gauges, conn, self.settings, self.scheduled_runs()
+                    )
 
         app = build_health_app(self.registry, ready, refresh_outbox)
+        hooks = PageHooks(self.settings, rt.db, self.scheduled_runs, self._runner_now(rt), rt.owner)
+        add_status_page(app, hooks)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, self.settings.daemon.host, self.settings.daemon.port)

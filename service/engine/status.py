@@ -18,8 +18,11 @@ from service.db import (
     translate_db_errors,
 )
 from service.db.outbox import outbox_summary, recent_failures
+from service.db.overview import dead_letters, outbox_backlog
+from service.engine.freshness import collect_freshness
 from service.engine.groups import limit_groups
 from service.engine.replicas import ASSIGNED_PREFIX, REPLICA_PREFIX, assigned_name
+from service.secrets import redact_text
 
 # Epoch milliseconds between 2001 and 2286: how Aimsio's `updatedAt` cursors look.
 EPOCH_MS_RANGE = (10**12, 10**13)
@@ -71,6 +74,9 @@ async def collect_status(settings: Settings) -> dict[str, Any]:
                 assigned = await live_leases(conn, ASSIGNED_PREFIX, now=now)
                 driving = await live_leases(conn, "", now=now)
                 replicas = await live_leases(conn, REPLICA_PREFIX, now=now)
+                freshness = await collect_freshness(conn, settings, now)
+                dead = await dead_letters(conn)
+                backlog = await outbox_backlog(conn)
     finally:
         await engine.dispose()
     streams = [
@@ -99,12 +105,20 @@ async def collect_status(settings: Settings) -> dict[str, Any]:
         }
         for g in limit_groups(settings).values()
     ]
+    for row in dead:
+        row["last_error"] = row["last_error"] and redact_text(row["last_error"])
     return {
         "streams": streams,
         "groups": groups,
         "replicas": sorted(owner for owner, _ in replicas.values()),
         "outbox": outbox,
         "failures": failures,
+        "freshness": [
+            {**f.as_dict(), "last_error": f.last_error and redact_text(f.last_error)}
+            for f in freshness
+        ],
+        "outbox_backlog": backlog,
+        "dead_letters": dead,
     }
 
 

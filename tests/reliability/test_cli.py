@@ -110,6 +110,24 @@ def test_schema_required_then_migrate_resync_status(project: Path) -> None:
     assert status.returncode == 0, status.stderr
     assert "User" in status.stdout
     assert "succeeded" in status.stdout
+    assert "schedule (late" in status.stdout
+    as_json = run("status", "--json", cwd=project)
+    assert as_json.returncode == 0, as_json.stderr
+    report = json.loads(as_json.stdout)
+    user = next(f for f in report["freshness"] if f["stream"] == "User")
+    assert user["state"] == "fresh"
+    assert user["schedule"] == "every 15m"
+    assert user["next_run_at"] > user["last_started_at"]
+    assert report["dead_letters"] == []
+    views = run("views", cwd=project)
+    assert views.returncode == 0, views.stderr
+    assert "aimsio__user: " in views.stdout
+    with contextlib.closing(sqlite3.connect(project / "vs.db")) as db:
+        (n,) = db.execute("SELECT count(*) FROM aimsio__user WHERE NOT deleted").fetchone()
+        (staged,) = db.execute(
+            "SELECT count(*) FROM staged_record WHERE stream = 'User'"
+        ).fetchone()
+    assert n == staged > 0
 
 
 @pytest.mark.parametrize(

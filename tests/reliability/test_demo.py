@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from tests.reliability.test_cli import project, run, sandbox_url
@@ -15,6 +16,10 @@ def test_demo_then_status_shows_the_demo_runs(project: Path) -> None:
     assert "Traceback" not in demo.stderr
     assert "violations" in demo.stdout
     assert "their durations" in demo.stdout  # concurrent durations are explained
+    for vendor, entity in (("imis", "Party"), ("amilia", "accounts"), ("aimms", "task")):
+        assert re.search(rf"{vendor}\s+│\s+{entity}\s+│[^\n]*│\s+sent\s", demo.stdout), vendor
+    assert demo.stdout.count("│ sent ") >= 10  # 4 Aimsio users, 2 each to iMIS, Amilia, AIMMS
+    assert "created 31 staging views" in demo.stdout
     status = run("status", cwd=project)
     assert status.returncode == 0, status.stderr
     for stream in ("User", "Employee", "JobOrder"):
