@@ -47,7 +47,13 @@ class VendorStats:
         while arrivals and t - arrivals[0] >= WINDOW_S:
             arrivals.popleft()
         if self.rate_per_s is not None and len(arrivals) >= self.rate_per_s:
-            self._violate(f"rate: request {self.requests} ({path}) was #{len(arrivals) + 1} in 1 s")
+            gaps = ",".join(
+                f"{(b - a) * 1000:.0f}" for a, b in zip(arrivals, [*arrivals][1:], strict=False)
+            )
+            self._violate(
+                f"rate: request {self.requests} ({path}) was #{len(arrivals) + 1} in 1 s "
+                f"(over {t - arrivals[0]:.3f} s; gaps ms {gaps},{(t - arrivals[-1]) * 1000:.0f})"
+            )
         if self.max_parallel is not None and self.in_flight >= self.max_parallel:
             self._violate(
                 f"parallel: request {self.requests} ({path}) arrived with {self.in_flight} in flight"
