@@ -16,7 +16,8 @@ Rate, two logs:
   warm window then lands closer to them than the margin allows). The pace logs when
   tokens were *due*, not when they were taken: a wake-up late by a busy event loop (ten
   pages decoding at once) is caught up afterwards instead of slowing every later token,
-  up to ``throttle_period_s`` behind. ``burst=L`` gives plain windows.
+  up to half a ``throttle_period_s`` behind (more would send bigger bursts, which a busy
+  vendor stamps over a longer spread, eating the margin). ``burst=L`` gives plain windows.
 
 Only the task at the head of a FIFO gate waits for a token, pause or fence, and it sleeps
 exactly until the moment it can go: no polling. Every read of time goes through the
@@ -221,7 +222,7 @@ class VendorLimiter:
                 break
             await self._sleep(wait_s)
         bisect.insort(
-            self._pace, now if pace == -math.inf else max(pace, now - self.throttle_period_s)
+            self._pace, now if pace == -math.inf else max(pace, now - self.throttle_period_s / 2)
         )
         del self._pace[: -self.burst]
         stamp = now if window == -math.inf else max(window, now - ON_SCHEDULE_S, self._stamps[-1])
