@@ -18,6 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from service.db import create_engine
+from service.db.leases import UNRELEASED
 from service.db.tables import lease, sync_run
 from tests.conftest import drop_pg_schema, fresh_pg_schema, pg_url_with_schema, require_pg
 from tests.reliability.test_cli import VENDORSYNC, sandbox_url
@@ -124,7 +125,7 @@ async def test_daemon_process_on_postgresql(tmp_path: Path, sandbox_url: str) ->
             code = await asyncio.wait_for(proc.wait(), 90)
         assert code == 0, read(log_path)[-3000:]
         async with engine.connect() as conn:
-            assert (await conn.execute(sa.select(lease))).all() == []
+            assert (await conn.execute(sa.select(lease).where(UNRELEASED))).all() == []
             running = await conn.execute(
                 sa.select(sa.func.count()).where(sync_run.c.status == "running")
             )
