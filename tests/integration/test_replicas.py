@@ -145,6 +145,7 @@ def tick_of(at: datetime) -> int:
     return int((at - TICK_ANCHOR).total_seconds() // TICK_S)
 
 
+@pytest.mark.long  # the reliability tier: over 25 s
 async def test_replicas_share_take_over_and_rebalance(
     pg_url: str, sandbox: RunningSandbox, tmp_path: Path
 ) -> None:

@@ -79,6 +79,7 @@ def check_printed_counts(proc: Proc, runs: list[dict[str, Any]], findings: list[
             )
 
 
+@pytest.mark.long  # the reliability tier: over 25 s
 async def test_db_outage_under_two_daemons_keeps_the_vendor_limits(
     tmp_path: Path,
     pg_cluster: PgCluster,

@@ -5,11 +5,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from tests.reliability.test_cli import project, run, sandbox_url
 
 __all__ = ["project", "sandbox_url"]  # fixtures
 
 
+@pytest.mark.long  # the reliability tier: over 25 s
 def test_demo_then_status_shows_the_demo_runs(project: Path) -> None:
     demo = run("demo", "--records", "10", cwd=project)
     assert demo.returncode == 0, demo.stderr

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.reliability.test_cli import project, run, sandbox_url
 
 __all__ = ["project", "sandbox_url"]  # fixtures
 
 
+@pytest.mark.long  # the reliability tier: over 25 s
 def test_run_once_exits_1_when_streams_fail(project: Path) -> None:
     assert run("migrate", cwd=project).returncode == 0
     env = {"VENDORSYNC_VENDORS__AIMSIO__AUTH__PASSWORD": "wrong"}

@@ -18,6 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import sqlite_url
 from tests.reliability.conftest import (
     COUNT_COLUMNS,
@@ -97,6 +99,7 @@ async def check_run_told_the_truth(
     return run
 
 
+@pytest.mark.long  # the reliability tier: over 25 s
 async def test_exclusive_lock_longer_than_busy_timeout_keeps_the_run_truthful(
     tmp_path: Path, sandbox_factory: Any
 ) -> None:

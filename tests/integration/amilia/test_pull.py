@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.db import fetch_live
@@ -18,6 +19,7 @@ async def staged(engine: AsyncEngine, stream: str) -> dict[str, Any]:
         return dict(await fetch_live(conn, "amilia", stream))
 
 
+@pytest.mark.long  # the reliability tier: over 25 s
 async def test_50k_accounts_at_the_cap_without_a_429(
     engine: AsyncEngine, db_url: str, amilia_sandbox: StartAmilia
 ) -> None:
