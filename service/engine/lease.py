@@ -77,7 +77,7 @@ class HeldLease:
         self.unconfirmed: str | None = None
         self.lost = asyncio.Event()
         self.lost_reason: str | None = None
-        self.took_over: TakenOver | None = None  # an expired lease of another owner we took
+        self.took_over: TakenOver | None = None  # another owner's released or lapsed lease we took
         self._beat: asyncio.Task[None] | None = None
 
     async def acquire(self) -> None:
