@@ -90,13 +90,13 @@ _PG_LOCK_EXISTING = sa.text(
 _PG_SELECT_ROWS = """
     SELECT CAST(:vendor AS VARCHAR), CAST(:stream AS VARCHAR), u.k, u.c, CAST(u.p AS JSONB),
            u.h, CAST(:now AS TIMESTAMPTZ), CAST(:now AS TIMESTAMPTZ), NULL,
-           CAST(:run_id AS BIGINT)
+           CAST(:run_id AS BIGINT), CAST(:seen_run_id AS BIGINT)
     FROM unnest(CAST(:keys AS TEXT[]), CAST(:cursors AS TEXT[]),
                 CAST(:payloads AS TEXT[]), CAST(:hashes AS TEXT[])) AS u(k, c, p, h)
 """
 _PG_COLUMNS = """
     INSERT INTO staged_record (vendor, stream, record_key, cursor, payload, payload_hash,
-                               first_seen_at, synced_at, deleted_at, last_run_id)
+                               first_seen_at, synced_at, deleted_at, last_run_id, seen_run_id)
 """
 
 _PG_INSERT = sa.text(_PG_COLUMNS + _PG_SELECT_ROWS).bindparams(
@@ -114,7 +114,8 @@ _PG_UPSERT = sa.text(
         payload_hash = excluded.payload_hash,
         synced_at = excluded.synced_at,
         deleted_at = NULL,
-        last_run_id = excluded.last_run_id
+        last_run_id = excluded.last_run_id,
+        seen_run_id = COALESCE(excluded.seen_run_id, staged_record.seen_run_id)
     WHERE staged_record.payload_hash IS DISTINCT FROM excluded.payload_hash
        OR staged_record.deleted_at IS NOT NULL
     RETURNING (xmax = 0) AS inserted
@@ -122,6 +123,16 @@ _PG_UPSERT = sa.text(
     SELECT count(*) FILTER (WHERE inserted), count(*) FROM written
     """
 ).bindparams(sa.bindparam("now", type_=UTCDateTime()))
+
+# Rows a complete pass saw unchanged: marked seen without rewriting them.
+_PG_MARK_SEEN = sa.text(
+    """
+    UPDATE staged_record SET seen_run_id = CAST(:seen_run_id AS BIGINT)
+    WHERE vendor = CAST(:vendor AS VARCHAR) AND stream = CAST(:stream AS VARCHAR)
+      AND record_key = ANY(CAST(:keys AS TEXT[]))
+      AND seen_run_id IS DISTINCT FROM CAST(:seen_run_id AS BIGINT)
+    """
+)
 
 _UNIQUE_VIOLATION = "23505"
 
@@ -136,6 +147,7 @@ class _PgUpsert:
         stream: str,
         run_id: int | None,
         now: datetime,
+        seen_run_id: int | None,
     ) -> None:
         self.conn = conn
         self.params: dict[str, Any] = {
@@ -143,6 +155,7 @@ class _PgUpsert:
             "stream": stream,
             "run_id": run_id,
             "now": now,
+            "seen_run_id": seen_run_id,
         }
         self.counts = UpsertCounts()
         self.existing: dict[str, tuple[str, bool]] = {}  # key → (payload hash, deleted)
@@ -190,8 +203,22 @@ class _PgUpsert:
             await self.conn.execute(_PG_INSERT, self._rows(new))
         if changed:
             await self.upsert(changed)
-        self.counts.add(
-            UpsertCounts(inserted=len(new), unchanged=len(rows) - len(new) - len(changed))
+        unchanged = len(rows) - len(new) - len(changed)
+        if unchanged and self.params["seen_run_id"] is not None:
+            written = {row[0] for row in new} | {row[0] for row in changed}
+            await self.mark_seen([row[0] for row in rows if row[0] not in written])
+        self.counts.add(UpsertCounts(inserted=len(new), unchanged=unchanged))
+
+    async def mark_seen(self, keys: Sequence[str]) -> None:
+        p = self.params
+        await self.conn.execute(
+            _PG_MARK_SEEN,
+            {
+                "vendor": p["vendor"],
+                "stream": p["stream"],
+                "seen_run_id": p["seen_run_id"],
+                "keys": list(keys),
+            },
         )
 
     async def run(self, records: Sequence[Record]) -> None:
@@ -226,8 +253,9 @@ async def _upsert_pg(
     records: Sequence[Record],
     run_id: int | None,
     now: datetime,
+    seen_run_id: int | None,
 ) -> UpsertCounts:
-    job = _PgUpsert(conn, vendor, stream, run_id, now)
+    job = _PgUpsert(conn, vendor, stream, run_id, now, seen_run_id)
     try:
         await job.run(records)
     except sa.exc.IntegrityError as exc:
@@ -235,9 +263,11 @@ async def _upsert_pg(
             raise
         # A concurrent transaction inserted one of our keys: redo it all with ON CONFLICT.
         await job.savepoint.rollback()
-        job = _PgUpsert(conn, vendor, stream, run_id, now)
+        job = _PgUpsert(conn, vendor, stream, run_id, now, seen_run_id)
         for chunk in chunks([_prepare_row(record) for record in records]):
             await job.upsert(chunk)
+            if seen_run_id is not None:  # the unchanged rows too (written ones are skipped)
+                await job.mark_seen([row[0] for row in chunk])
         return job.counts
     if job.savepoint is not None:
         await job.savepoint.commit()
@@ -253,14 +283,15 @@ async def _upsert_pg(
 
 @functools.lru_cache(maxsize=16)
 def _sqlite_insert_new_sql(n_rows: int) -> str:
-    # ?1..?4 are shared by every row (vendor, stream, now, run_id); each row adds four.
+    # ?1..?5 are shared by every row (vendor, stream, now, run_id, seen_run_id); each row
+    # adds four.
     values = ", ".join(
-        f"(?1, ?2, ?{5 + 4 * i}, ?{6 + 4 * i}, ?{7 + 4 * i}, ?{8 + 4 * i}, ?3, ?3, ?4)"
+        f"(?1, ?2, ?{6 + 4 * i}, ?{7 + 4 * i}, ?{8 + 4 * i}, ?{9 + 4 * i}, ?3, ?3, ?4, ?5)"
         for i in range(n_rows)
     )
     return (
         "INSERT INTO staged_record (vendor, stream, record_key, cursor, payload, payload_hash,"
-        f" first_seen_at, synced_at, last_run_id) VALUES {values}"
+        f" first_seen_at, synced_at, last_run_id, seen_run_id) VALUES {values}"
         " ON CONFLICT (vendor, stream, record_key) DO NOTHING RETURNING record_key"
     )
 
@@ -271,7 +302,12 @@ _SQLITE_EXISTING = (
 )
 _SQLITE_UPDATE_CHANGED = (
     "UPDATE staged_record SET cursor = ?, payload = ?, payload_hash = ?, synced_at = ?,"
-    " deleted_at = NULL, last_run_id = ? WHERE vendor = ? AND stream = ? AND record_key = ?"
+    " deleted_at = NULL, last_run_id = ?, seen_run_id = COALESCE(?, seen_run_id)"
+    " WHERE vendor = ? AND stream = ? AND record_key = ?"
+)
+_SQLITE_MARK_SEEN = (
+    "UPDATE staged_record SET seen_run_id = ? WHERE vendor = ? AND stream = ?"
+    " AND record_key IN (SELECT value FROM json_each(?)) AND seen_run_id IS NOT ?"
 )
 
 
@@ -282,11 +318,12 @@ async def _upsert_sqlite(
     rows: Sequence[PreparedRow],
     run_id: int | None,
     now: datetime,
+    seen_run_id: int | None,
 ) -> UpsertCounts:
     # Driver-level SQL: Core's per-row parameter processing cost more than SQLite's work.
     to_db_time = UTCDateTime().bind_processor(conn.dialect)
     db_now = to_db_time(now) if to_db_time else now
-    params: list[Any] = [vendor, stream, db_now, run_id]
+    params: list[Any] = [vendor, stream, db_now, run_id, seen_run_id]
     for row in rows:
         params.extend(row)
     result = await conn.exec_driver_sql(_sqlite_insert_new_sql(len(rows)), tuple(params))
@@ -299,12 +336,21 @@ async def _upsert_sqlite(
         )
         found: Sequence[Any] = result.all()
         old = {r[0]: (r[1], bool(r[2])) for r in found}
+        same: list[str] = []
         for key, cursor, payload, digest in rest:
             old_digest, deleted = old[key]
             if digest != old_digest or deleted:
-                changed.append((cursor, payload, digest, db_now, run_id, vendor, stream, key))
+                changed.append(
+                    (cursor, payload, digest, db_now, run_id, seen_run_id, vendor, stream, key)
+                )
+            else:
+                same.append(key)
         if changed:
             await conn.exec_driver_sql(_SQLITE_UPDATE_CHANGED, changed)
+        if same and seen_run_id is not None:
+            await conn.exec_driver_sql(
+                _SQLITE_MARK_SEEN, (seen_run_id, vendor, stream, json.dumps(same), seen_run_id)
+            )
     return UpsertCounts(
         inserted=len(inserted), updated=len(changed), unchanged=len(rest) - len(changed)
     )
@@ -319,16 +365,19 @@ async def upsert_records(
     *,
     run_id: int | None,
     now: datetime,
+    seen_run_id: int | None = None,
 ) -> UpsertCounts:
     """Insert new keys, update changed or soft-deleted ones, leave identical ones untouched.
 
     A key repeated within ``records`` counts once, with its last record. ``stream`` (not
     ``Record.stream``) decides where rows go. Runs inside the caller's transaction.
+    ``seen_run_id`` (a complete pass) marks every given row seen by that run as it goes:
+    written rows in the same statement, unchanged ones by a narrow update of that column.
     """
     require_aware(now)
     if is_postgres(conn):
-        return await _upsert_pg(conn, vendor, stream, _latest(records), run_id, now)
+        return await _upsert_pg(conn, vendor, stream, _latest(records), run_id, now, seen_run_id)
     counts = UpsertCounts()
     for chunk in chunks(prepare_rows(records)):
-        counts.add(await _upsert_sqlite(conn, vendor, stream, chunk, run_id, now))
+        counts.add(await _upsert_sqlite(conn, vendor, stream, chunk, run_id, now, seen_run_id))
     return counts

@@ -132,6 +132,7 @@ async def commit_batch(
     """
     now = rt.clock()
     records = []
+    refused_keys: list[str] = []
     invalid = 0
     for record in batch.records:
         why = unstorable_reason(record.key, record.cursor, record.payload)
@@ -139,6 +140,7 @@ async def commit_batch(
             records.append(record)
             continue
         invalid += 1
+        refused_keys.append(record.key)
         log.warning("invalid record", vendor=vendor, stream=stream, key=repr(record.key), why=why)
         if refused is not None:
             refused.keys.append(repr(record.key).strip("'"))
@@ -149,7 +151,17 @@ async def commit_batch(
             for name in leases:
                 if not await renew_lease(conn, name, rt.owner, ttl_s=ttl_s, now=now):
                     raise LeaseLost(f"lease {name} was lost; refusing to commit")
-            counts = await upsert_records(conn, vendor, stream, records, run_id=run_id, now=now)
+            # A complete pass marks what it saw: the upsert marks its own rows as it goes.
+            marking = batch.marks is not None
+            counts = await upsert_records(
+                conn,
+                vendor,
+                stream,
+                records,
+                run_id=run_id,
+                now=now,
+                seen_run_id=run_id if marking else None,
+            )
             counts.unchanged += batch.unchanged
             counts.invalid += invalid
             if batch.deleted_keys:
@@ -160,8 +172,9 @@ async def commit_batch(
                 counts.deleted += await soft_delete_missing(
                     conn, vendor, stream, batch.seen_keys, run_id=run_id, now=now
                 )
-            if batch.marks is not None:
-                seen = {r.key for r in batch.records} | set(batch.marks)
+            if marking and (batch.marks or refused_keys):
+                # Seen but not written: an invalid version keeps its staged row alive.
+                seen = set(batch.marks or ()) | set(refused_keys)
                 await mark_seen(conn, vendor, stream, seen, run_id=run_id)
             if batch.complete:
                 counts.deleted += await soft_delete_unseen(

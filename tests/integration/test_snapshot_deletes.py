@@ -86,3 +86,32 @@ async def test_a_complete_pass_deletes_what_it_did_not_see(
     async with engine.connect() as conn:
         total = (await conn.execute(sa.select(sa.func.count()).select_from(staged_record))).scalar()
     assert total == 98  # soft deletes: rows kept, never duplicated
+
+
+async def test_marks_ride_on_the_upsert_and_leave_unchanged_rows_unwritten(
+    engine: AsyncEngine, db_url: str, snapshot: type[SnapshotConnector]
+) -> None:
+    async with Runtime(make_settings(db_url), db=engine) as rt:
+        first = await execute_stream(rt, VENDOR, "items", "manual")
+        # Row 3 comes back in a version the database cannot hold: it stays as staged, alive.
+        snapshot.rows[3] = {"id": 3, "v": "bad\u0000"}
+        snapshot.rows[4] = {"id": 4, "v": 2}
+        second = await execute_stream(rt, VENDOR, "items", "manual")
+    assert second.status == "succeeded"
+    assert (second.counts.updated, second.counts.invalid, second.counts.deleted) == (1, 1, 0)
+    assert await live_keys(engine) == {str(i) for i in range(95)}
+    async with engine.connect() as conn:
+        rows = {
+            key: (last, seen)
+            for key, last, seen in await conn.execute(
+                sa.select(
+                    staged_record.c.record_key,
+                    staged_record.c.last_run_id,
+                    staged_record.c.seen_run_id,
+                )
+            )
+        }
+    # Every row was seen by the second pass; only the changed one was written by it.
+    assert {seen for _, seen in rows.values()} == {second.run_id}
+    assert rows["4"][0] == second.run_id
+    assert {last for key, (last, _) in rows.items() if key != "4"} == {first.run_id}
