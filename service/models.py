@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,8 +20,48 @@ CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii
 
 
 def canonical_json(payload: Any) -> str:
-    """Stable serialisation: equal payloads always give equal text (and hash)."""
+    """Stable serialisation: equal payloads always give equal text (and hash).
+
+    The text is ``CANONICAL``'s, forever (staged rows' hashes depend on it). orjson writes
+    the very same text some eight times faster, except for floats below 1e-4 (it spells
+    some of them differently), NaN and infinities, and what it refuses (big ints, keys that
+    are not strings): those payloads, and any of a type JSON does not decode to, go to
+    ``CANONICAL``.
+    """
+    if _orjson_agrees(payload):
+        try:
+            return orjson.dumps(payload, option=orjson.OPT_SORT_KEYS).decode()
+        except (TypeError, orjson.JSONEncodeError):
+            pass
     return CANONICAL.encode(payload)
+
+
+_PLAIN = (str, int, bool, type(None))
+
+
+def _orjson_agrees(value: Any) -> bool:
+    """Whether orjson is known to write ``value`` exactly as ``CANONICAL`` does.
+
+    Checked over every float class (half a million random doubles, bit patterns and
+    decimals, in ``tests/unit/test_models.py``): finite floats from 1e-4 up, and zero.
+    """
+    stack = [value]
+    while stack:  # iterative: vendor JSON may nest deeper than the recursion limit
+        item = stack.pop()
+        kind = type(item)
+        if kind is dict:
+            stack.extend(item.values())
+        elif kind is list:
+            stack.extend(item)
+        elif kind is float:
+            if not (item == 0.0 or _FLOAT_MIN <= abs(item) < math.inf):
+                return False
+        elif kind not in _PLAIN:
+            return False  # a tuple, a str subclass, a datetime…: CANONICAL decides
+    return True
+
+
+_FLOAT_MIN = 1e-4
 
 
 def payload_hash(payload: Any) -> str:

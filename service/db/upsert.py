@@ -22,7 +22,7 @@ from service.db.dialect import is_postgres
 from service.db.engine import translate_db_errors
 from service.db.records import chunks
 from service.db.tables import UTCDateTime, require_aware, staged_record
-from service.models import CANONICAL, Record, UpsertCounts
+from service.models import Record, UpsertCounts, canonical_json
 
 PIPELINE_ROWS = 250
 """PostgreSQL rows per write: the next rows are serialised while these are written."""
@@ -45,7 +45,7 @@ def _latest(records: Iterable[Record]) -> list[Record]:
 
 
 def _prepare_row(record: Record) -> PreparedRow:
-    text = CANONICAL.encode(record.payload)  # the text and digest of canonical_json
+    text = canonical_json(record.payload)
     return (record.key, record.cursor, text, hashlib.sha256(text.encode()).hexdigest())
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+import random
+import struct
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.models import _has_nul, _walk_has_nul, unstorable_reason
+from service.models import CANONICAL, _has_nul, _walk_has_nul, canonical_json, unstorable_reason
 
 TEXT = st.text(alphabet=st.sampled_from(["a", "\x00", "\\", "u", "0", "é", "\n"]), max_size=8)
 JSONISH = st.recursive(
@@ -40,3 +43,48 @@ def test_unstorable_reason_names_the_nul() -> None:
     assert unstorable_reason("k", None, {"a": 1}) is None
     assert "NUL" in (unstorable_reason("k\x00", None, {}) or "")
     assert "NUL" in (unstorable_reason("k", "2026\x00", {}) or "")
+
+
+ANY_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=2**63, max_value=2**70)
+    | st.floats()
+    | st.text(),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.tuples(inner, inner)
+        | st.dictionaries(st.text(), inner, max_size=4)
+    ),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(ANY_JSON)
+def test_canonical_text_never_changes_whichever_encoder_writes_it(value: Any) -> None:
+    assert canonical_json(value) == CANONICAL.encode(value)
+
+
+def test_the_fast_encoder_is_trusted_only_with_floats_it_spells_alike() -> None:
+    """The bound of ``_orjson_agrees``: every finite float from 1e-4 up, and zero, checked
+    over random bit patterns, decimals and integers-as-floats (below it they differ)."""
+    rnd = random.Random(7)
+    floats = [0.0, -0.0, 1e-4, 9.999999999999999e-05, 1e16, 1e22, 1.7976931348623157e308]
+    for i in range(60_000):
+        kind = i % 3
+        if kind == 0:
+            floats.append(struct.unpack("d", struct.pack("Q", rnd.getrandbits(64)))[0])
+        elif kind == 1:
+            floats.append(rnd.uniform(-1e6, 1e6) * 10 ** rnd.randint(-12, 25))
+        else:
+            floats.append(
+                round(rnd.uniform(-1e3, 1e3), rnd.randint(0, 8)) / 10 ** rnd.randint(0, 8)
+            )
+    fast = [x for x in floats if math.isfinite(x)]
+    assert sum(abs(x) < 1e-4 and x != 0 for x in fast) > 1000  # both sides of the bound seen
+    for x in fast:
+        payload = {"lat": x, "rows": [x, {"v": x}]}
+        assert canonical_json(payload) == CANONICAL.encode(payload), x
+    assert canonical_json({"a": 1e-5}) == '{"a":1e-05}'  # where orjson alone would differ
