@@ -215,12 +215,31 @@ async def _pull(
         report()
 
     ctx.expect, ctx.advance = expect, advance
-    # A failure or cancellation here closes the connector's generator at once (its
-    # finally blocks run now, not at garbage collection), so none of its tasks outlives
-    # the run.
+    # The connector builds the next batch (its pages keep coming) while this one commits:
+    # a one-batch queue between them. A batch that moves the checkpoint is a barrier: the
+    # connector resumes only once it is committed (e.g. an export job recorded before the
+    # run goes on to wait for it), as if nothing ran ahead.
+    queue: asyncio.Queue[tuple[Batch, asyncio.Event] | BaseException | None] = asyncio.Queue(1)
     batches = connector.pull(ctx)
+
+    async def produce() -> None:
+        try:
+            async for batch in batches:
+                committed = asyncio.Event()
+                await queue.put((batch, committed))
+                if batch.state is not None:
+                    await committed.wait()
+        except Exception as exc:  # handed over: raised once the batches before it commit
+            await queue.put(exc)
+            return
+        await queue.put(None)
+
+    producer = asyncio.create_task(produce(), name=f"pull {ctx.vendor}/{ctx.stream}")
     try:
-        async for batch in batches:
+        while (item := await queue.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            batch, committed = item
             counts = await commit_batch(
                 rt,
                 ctx.vendor,
@@ -231,11 +250,18 @@ async def _pull(
                 prior_state=saved,
                 refused=refused,
             )
+            committed.set()
             if batch.state is not None:
                 saved = batch.state
             totals.add(counts)
             report()
     finally:
+        # A failure or cancellation here stops the connector at once and closes its
+        # generator (its finally blocks run now, not at garbage collection), so none of
+        # its tasks outlives the run.
+        if not producer.done():
+            producer.cancel()
+        await asyncio.wait([producer])
         aclose = getattr(batches, "aclose", None)
         if aclose is not None:
             await aclose()
