@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp
 
 from bench import size
+from bench._sandbox import vendor_first
 from service.config import Settings
 from service.connectors.aimsio import AimsioConnector
 from service.db import migrate
@@ -48,6 +49,7 @@ def start_sandbox(records: int) -> tuple[subprocess.Popen[str], str]:
     if not match:
         proc.kill()
         raise SystemExit("sandbox did not start")
+    vendor_first(proc.pid)
     return proc, match.group(0)
 
 

@@ -27,6 +27,7 @@ from typing import Any
 import aiohttp
 
 from bench import size
+from bench._sandbox import vendor_first
 from service.config import Settings
 from service.connectors.amilia import AmiliaConnector
 from service.db import migrate
@@ -67,6 +68,7 @@ async def start_sandbox(records: int) -> tuple[asyncio.subprocess.Process, str]:
     if not line.startswith("http://127.0.0.1:"):
         proc.kill()
         raise SystemExit("sandbox did not start")
+    vendor_first(proc.pid)
     return proc, line
 
 

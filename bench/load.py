@@ -166,6 +166,7 @@ def main(quick: bool) -> dict[str, Any]:
         cpu0 = sb.cpu_s()
         f = asyncio.run(measure(sb, duration_s, Path(tmp)))
         sandbox_cpu_s = sb.cpu_s() - cpu0
+        priority = "as started" if sb.nice is None else f"nice {sb.nice} (vendor first)"
     stats, tally, samples = f["stats"], f["tally"], f["samples"]
     requests = sum(s["requests"] for s in stats.values())
     violations = sum(s["violation_count"] for s in stats.values())
@@ -188,7 +189,9 @@ def main(quick: bool) -> dict[str, Any]:
     for vendor, s in stats.items():
         for what in s["violations"][:5]:  # what the vendor saw, to tell why
             print(f"  violation at {vendor}: {what}")
-    print(f"  sandbox CPU per request {sandbox_cpu_s * 1000 / max(1, requests):.2f} ms")
+    print(
+        f"  sandbox CPU per request {sandbox_cpu_s * 1000 / max(1, requests):.2f} ms; its priority: {priority}"
+    )
     step = max(1, len(samples) // 20)
     print("  over time (s: RSS MiB / fds): " + ", ".join(f"{t:.0f}: {r:.0f}/{n}" for t, r, n in samples[::step]))  # fmt: skip
     leaked = fds[-1] - fd_base > FD_LEAK_MARGIN

@@ -199,14 +199,6 @@ async def _run(accounts: int, records: int) -> list[dict[str, Any]]:
     base = pg_base_url()
     admin = await pg_connect(base)
     proc, sandbox = start_sandbox(records)
-    # SCALE_VENDOR_NICE=-10: the vendor's process gets the CPU first, as a real vendor's
-    # clock is never starved by our processes (needs root or CAP_SYS_NICE).
-    nice = os.environ.get("SCALE_VENDOR_NICE")
-    if nice:
-        try:
-            os.setpriority(os.PRIO_PROCESS, proc.pid, int(nice))
-        except PermissionError:
-            print(f"scale: cannot set the sandbox's priority to {nice}; left as it is")
     try:
         with tempfile.TemporaryDirectory(prefix="vendorsync-scale-") as tmp:
             return [await scenario(base, admin, sandbox, n, accounts, Path(tmp)) for n in (1, 3)]
