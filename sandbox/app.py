@@ -3,6 +3,10 @@
 Each vendor is a :class:`VendorSim` mounted at ``/{name}``. Its middleware counts the
 request (stats), enforces the vendor's limits, injects faults, then calls the vendor's
 own handler. Control endpoints under ``/{name}/_sandbox/`` bypass all of that.
+
+Tenants: a request whose credentials name another account (``tenant_of``) is served, counted
+and limited by that tenant's own instance (own seed, data, tokens); ``?tenant=`` on a control
+endpoint reaches that instance's control handler.
 """
 
 from __future__ import annotations
