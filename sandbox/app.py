@@ -3,6 +3,10 @@
 Each vendor is a :class:`VendorSim` mounted at ``/{name}``. Its middleware counts the
 request (stats), enforces the vendor's limits, injects faults, then calls the vendor's
 own handler. Control endpoints under ``/{name}/_sandbox/`` bypass all of that.
+
+Tenants: a request whose credentials name another account (``tenant_of``) is served, counted
+and limited by that tenant's own instance (own seed, data, tokens); ``?tenant=`` on a control
+endpoint reaches that instance's control handler.
 """
 
 from __future__ import annotations
@@ -10,12 +14,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import types
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from aiohttp import web
+from aiohttp.web_urldispatcher import AbstractRoute
 
 from sandbox.clock import Clock, SystemClock
 from sandbox.faults import Faults
@@ -44,6 +49,33 @@ def tenant_seed(seed: int, tenant: str) -> int:
     return zlib.crc32(f"{seed}:{tenant}".encode())
 
 
+def suffixed(name: str, bases: Iterable[str], *, fold: bool = False) -> tuple[str, str] | None:
+    """``(base, tenant)`` when ``name`` is a known base plus ``-<suffix>`` (``demo-7`` of
+    ``demo``); a known name itself, or anything else, → None. ``fold``: match in any case
+    (the tenant is then named in the base's own case, suffix lowered)."""
+    known = {(b.casefold() if fold else b): b for b in bases}
+    if (name.casefold() if fold else name) in known:
+        return None
+    head, sep, suffix = name.rpartition("-")
+    base = known.get(head.casefold() if fold else head)
+    if not sep or not suffix or base is None:
+        return None
+    return base, f"{base}-{suffix.casefold() if fold else suffix}"
+
+
+def suffixed_email(email: str, users: Iterable[str]) -> tuple[str, str] | None:
+    """``(base email, tenant)``: ``demo-7@x.test`` of a known ``demo@x.test`` → tenant
+    ``demo-7`` (any case); a known email itself, or anything else, → None."""
+    local, at, domain = email.casefold().rpartition("@")
+    if not at:
+        return None
+    bases = {
+        u.casefold().rpartition("@")[0]: u for u in users if u.casefold().endswith(at + domain)
+    }
+    named = suffixed(local, bases)
+    return None if named is None else (bases[named[0]], named[1])
+
+
 class VendorSim:
     """Base of one vendor's simulator. Subclasses add routes and vendor behaviour.
 
@@ -59,6 +91,10 @@ class VendorSim:
     contract_max_parallel: ClassVar[int | None] = None
     contract_rate_per_s: ClassVar[float | None] = None
     extra_faults: ClassVar[frozenset[str]] = frozenset()
+    # True where the vendor counts its limit by client address rather than by account
+    # (Amilia: 100 calls/s per IP): every tenant then shares this instance's limiter, and
+    # ``shared_stats`` counts all tenants' requests per client address together.
+    tenants_share_limits: ClassVar[bool] = False
 
     def __init__(self, options: SandboxOptions) -> None:
         self.options = options
@@ -76,7 +112,11 @@ class VendorSim:
         # Other accounts (tenants) of this vendor: each its own simulator instance, so its
         # own data, limits and counters. This instance is the default tenant.
         self.tenant_id: str | None = None
+        self.root: VendorSim = self  # the default tenant, which knows every other one
         self._tenants: dict[str, VendorSim] = {}
+        self.shared_stats: dict[str, VendorStats] = {}  # client address → counters
+        self._route_list: list[AbstractRoute] = []
+        self._route_index: dict[int, int] = {}  # id(route) → its place in _route_list
 
     def _fresh_faults(self) -> Faults:
         faults = Faults(seed=self.options.seed)
@@ -100,9 +140,10 @@ class VendorSim:
     def reset_data(self) -> None:
         """Called by ``POST /_sandbox/reset`` with ``{"data": true}``; optional."""
 
-    def tenant_of(self, request: web.Request) -> str | None:
+    async def tenant_of(self, request: web.Request) -> str | None:
         """The tenant (account) a request's credentials name; None: the default tenant.
-        Vendors whose credentials can name accounts override this."""
+        Vendors whose credentials can name accounts override this. It may read the body
+        (a login form): aiohttp keeps what was read for the handler."""
         return None
 
     def tenant_settings(self, tenant: str) -> dict[str, Any]:
@@ -121,6 +162,11 @@ class VendorSim:
             )
             sim = type(self)(options)
             sim.tenant_id = tenant
+            sim.root = self
+            if self.tenants_share_limits:
+                sim.limiter = self.limiter
+                sim.shared_stats = self.shared_stats
+            sim.build()  # its own routes, bound to its own state (never served directly)
             self._tenants[tenant] = sim
         return sim
 
@@ -140,31 +186,58 @@ class VendorSim:
         app.router.add_post("/_sandbox/reset", self._post_reset)
         app.router.add_post("/_sandbox/mutate", self._post_mutate)
         self.setup_routes(app)
+        self._route_list = list(app.router.routes())
+        self._route_index = {id(r): i for i, r in enumerate(self._route_list)}
         return app
+
+    def _handler_of(self, sim: VendorSim, request: web.Request, handler: Any) -> Any:
+        """The tenant's own handler for the route this instance matched: both built the
+        same routes in the same order, and handlers (bound methods, closures) capture
+        their instance."""
+        index = self._route_index.get(id(request.match_info.route))
+        return handler if index is None else sim._route_list[index].handler
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
         if request.match_info.route.resource is not None and CONTROL_PREFIX in request.path:
+            # ``?tenant=X``: that tenant's own control handler (a vendor's clock, queue…).
+            named = request.query.get("tenant")
+            if named and named != "*" and named != self.tenant_id:
+                handler = self._handler_of(self.tenant(named), request, handler)
             control: web.StreamResponse = await handler(request)
             return control
-        tenant = self.tenant_of(request)
+        tenant = await self.tenant_of(request)
         if tenant is not None and tenant != self.tenant_id:
             sim = self.tenant(tenant)
-            # Routes are this instance's bound methods: the tenant's own serve its request.
-            if getattr(handler, "__self__", None) is self:
-                handler = types.MethodType(handler.__func__, sim)
-            return await sim._admit_and_handle(request, handler)
+            return await sim._admit_and_handle(request, self._handler_of(sim, request, handler))
         return await self._admit_and_handle(request, handler)
 
+    def _shared_counter(self, client: str) -> VendorStats | None:
+        if not self.tenants_share_limits:
+            return None
+        shared = self.shared_stats.get(client)
+        if shared is None:
+            shared = VendorStats(
+                max_parallel=self.contract_max_parallel, rate_per_s=self.contract_rate_per_s
+            )
+            self.shared_stats[client] = shared
+        return shared
+
     async def _admit_and_handle(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        client = request.remote or "?"
+        shared = self._shared_counter(client)
         self.stats.arrive(request.path)
+        if shared is not None:
+            shared.arrive(request.path)
         admission = Admission(False, 500)
         status = 500
         try:
-            admission = await self.limiter.admit(request.remote or "?")
+            admission = await self.limiter.admit(client)
             if not admission.admitted:
                 if admission.status == 429:
                     self.stats.rate_limited += 1
+                    if shared is not None:
+                        shared.rate_limited += 1
                     resp: web.StreamResponse = self.error_response(429, "Too Many Requests")
                 else:
                     self.stats.timeouts += 1
@@ -180,6 +253,8 @@ class VendorSim:
         finally:
             self.limiter.release(admission)
             self.stats.depart(status)
+            if shared is not None:
+                shared.depart(status)
 
     async def _with_faults(self, request: web.Request, handler: Any) -> web.StreamResponse:
         faults = self.faults
@@ -211,18 +286,24 @@ class VendorSim:
         return resp
 
     async def _get_stats(self, request: web.Request) -> web.Response:
-        """``?tenant=X``: that tenant's counters; ``?tenant=*``: every tenant's."""
+        """``?tenant=X``: that tenant's counters; ``?tenant=*``: every tenant's. Where tenants
+        share limits, ``by_client`` adds the counters of all tenants per client address."""
+        shared: dict[str, Any] = {}
+        if self.tenants_share_limits:
+            by_client = {k: v.to_dict() for k, v in self.shared_stats.items()}
+            shared = {"by_client": by_client}
         if request.query.get("tenant") == "*":
             every = {"": self, **self._tenants}
             return web.json_response(
                 {
                     "vendor": self.name,
                     "tenants": {k: sim.stats.to_dict() for k, sim in every.items()},
+                    **shared,
                 }
             )
         sim = self._control_target(request)
         return web.json_response(
-            {"vendor": self.name, "tenant": sim.tenant_id, **sim.stats.to_dict()}
+            {"vendor": self.name, "tenant": sim.tenant_id, **sim.stats.to_dict(), **shared}
         )
 
     async def _get_faults(self, request: web.Request) -> web.Response:
@@ -251,6 +332,9 @@ class VendorSim:
             if request.query.get("tenant")
             else [self, *self._tenants.values()]
         )
+        if not request.query.get("tenant"):
+            for shared in self.shared_stats.values():
+                shared.reset()
         for sim in sims:
             sim.stats.reset()
             sim.limiter.reset()

@@ -25,6 +25,12 @@ Routes (under ``/aimms``):
   ``POST /_sandbox/mutate`` takes ``{"entity": "users", "change", "delete", "add", "seed"}``
   or ``{"entity": "users", "update": [{"id", ...fields}], "delete_ids": [...], "add": [{...}]}``.
 
+Tenants (portal accounts): a demo key plus a suffix (``demo-apikey-all-scopes-7``,
+``demo-apikey-tasks-only-7``) is a key of account ``demo-7`` (the key's first word and the
+suffix): its own users, apps, task queue, keys and counters; keys that account creates name
+it too. A key of one account never reaches another's tasks. The control routes
+(``/_sandbox/tick``, ``hooks``, ``concurrency``) take ``?tenant=demo-7``.
+
 Settings (``SandboxOptions.vendors["aimms"]``; unknown keys are an error):
 - ``task_parallelism`` (2): concurrent tasks (account parallelism × REST licence; PRO's own
   default profile is 0, which would make the demo useless).
@@ -77,7 +83,7 @@ from sandbox.aimms.model import (
 from sandbox.aimms.schedule import iso
 from sandbox.aimms.tasks import Fate, Phases, Run, TaskGroup, TaskQueue
 from sandbox.aimms.v2 import TaskApi
-from sandbox.app import SandboxOptions, VendorSim
+from sandbox.app import SandboxOptions, VendorSim, suffixed
 from sandbox.limits import LimitConfig
 
 log = logging.getLogger(__name__)
@@ -178,6 +184,33 @@ class AimmsSim(VendorSim):
         out["count"] = len(users)
         return out
 
+    # --- tenants: one portal account each ----------------------------------------------------
+    async def tenant_of(self, request: web.Request) -> str | None:
+        """A configured key plus a suffix (``demo-apikey-all-scopes-7``) is a key of account
+        ``demo-7`` (the key's first word and the suffix), as is a key that account created."""
+        secret = request.headers.get("apikey")
+        if not secret or secret in self.keys:
+            return None
+        for name, sim in self.tenants().items():
+            if isinstance(sim, AimmsSim) and secret in sim.keys:
+                return name
+        named = suffixed(secret, self.keys)
+        if named is None:
+            return None
+        return f"{named[0].split('-')[0]}-{named[1].rpartition('-')[2]}"
+
+    def tenant_settings(self, tenant: str) -> dict[str, Any]:
+        account, _, suffix = tenant.rpartition("-")
+        keys = [
+            {**spec, "key": f"{spec['key']}-{suffix}"}
+            for spec in self.settings["api_keys"]
+            if spec["key"].split("-")[0] == account
+        ]
+        return {"api_keys": keys}
+
+    def _all_accounts(self) -> list[AimmsSim]:
+        return [self, *(s for s in self.tenants().values() if isinstance(s, AimmsSim))]
+
     # --- shared helpers (also used by v2.TaskApi, see v2.TaskHost) --------------------------
     def guarded(self, handler: Handler) -> Handler:
         async def run(request: web.Request) -> web.StreamResponse:
@@ -273,14 +306,16 @@ class AimmsSim(VendorSim):
             ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await ticker
-        await self.hooks.close()
+        for sim in self._all_accounts():
+            await sim.hooks.close()
 
     async def _tick_forever(self, interval_s: float) -> None:
         # Hooks fire without anyone polling, as on PRO; reads advance the queue anyway.
         while True:
             await asyncio.sleep(interval_s)
             try:
-                self.advance()
+                for sim in self._all_accounts():  # every tenant's queue moves on its own
+                    sim.advance()
             except Exception:
                 log.exception("aimms sandbox: background tick failed")
 

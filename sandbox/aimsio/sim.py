@@ -162,7 +162,7 @@ class AimsioSim(VendorSim):
         body = {"status": status, "error": phrase, "message": message}
         return web.json_response(body, status=status)
 
-    def tenant_of(self, request: web.Request) -> str | None:
+    async def tenant_of(self, request: web.Request) -> str | None:
         # ``demo-7`` (a configured user plus a suffix) is an account of its own.
         creds = parse_basic(request.headers.get(hdrs.AUTHORIZATION))
         if creds is None or creds[0] in self.cfg["users"]:

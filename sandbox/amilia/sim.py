@@ -26,6 +26,17 @@ Settings (``SandboxOptions.vendors["amilia"]``), one per [ASSUMPTION] of vendor-
 - ``page_cache_mb`` (256): serialised v3 pages kept per URL while no table changes, so the
   simulator is not the bottleneck of a client walking at 100 pages/s (0 disables).
 
+- ``org_id`` (8008), ``org_slug`` ("forest-explorers"): the organisation served;
+  ``users`` (None: ``USERS``): ``{email: {"password", "orgs": [id, …]}}``. Tenants set these.
+
+Tenants (organisations): a user's local part plus a suffix (``demo-7@amilia.test`` with
+``demo-secret``) is the API user of organisation tenant ``demo-7`` (id 8008007, slug
+``forest-explorers-7``): its own data, JWT secret, origins and counters. The JWT's ``sub``
+names the tenant on later calls; another tenant's organisation answers 403 (it exists, the
+user has no rights on it). The 100 calls/s limit stays per client IP across every tenant
+(``tenants_share_limits``): ``/_sandbox/stats`` adds ``by_client``, the counters (and
+violations) of all organisations read from one address together.
+
 v3 lists take ``limit`` as well as ``perPage`` (the seed: "You can always use a limit query
 string parameter to control the page size"). ``GET /amilia/_sandbox/origins`` counts calls
 by their ``X-Amilia-Origin`` header ("" when absent).
@@ -43,6 +54,7 @@ import hmac
 import json
 import math
 import uuid
+import zlib
 from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -61,6 +73,7 @@ from sandbox.amilia.wire import (
     account_errors,
     decode_jwt,
     encode_jwt,
+    jwt_subject,
     match_path,
     page_bounds,
     parse_basic,
@@ -75,7 +88,7 @@ from sandbox.amilia.wire import (
     skill_errors,
     with_params,
 )
-from sandbox.app import SandboxOptions, VendorSim
+from sandbox.app import SandboxOptions, VendorSim, suffixed_email
 from sandbox.limits import LimitConfig
 
 ORG_ID = 8008
@@ -91,6 +104,9 @@ SETTINGS = {
     "created_status": 201,
     "anchor_date": None,
     "page_cache_mb": 256,  # serialised v3 pages of unchanged data kept (0: none)
+    "org_id": ORG_ID,
+    "org_slug": ORG_SLUG,
+    "users": None,  # {email: {"password", "orgs": [id, …]}}; None: USERS
 }
 DENIED = "Authorization has been denied for this request."
 
@@ -119,10 +135,21 @@ Handler = Callable[[web.Request, Params], Awaitable[web.Response]]
 Render = Callable[[int], dict[str, Any] | None]
 
 
+def tenant_org(tenant: str) -> tuple[int, str]:
+    """The organisation of tenant ``demo-7``: id 8008007, slug ``forest-explorers-7``."""
+    suffix = tenant.rpartition("-")[2]
+    number = int(suffix) if suffix.isdigit() and int(suffix) < 1000 else None
+    if number is None:
+        number = zlib.crc32(tenant.encode()) % 1000
+    return ORG_ID * 1000 + number, f"{ORG_SLUG}-{suffix}"
+
+
 class AmiliaSim(VendorSim):
     name = "amilia"
     default_limits = LimitConfig(enabled=True, mode="reject", rate_per_s=100, per_client=True)
     contract_rate_per_s = 100.0
+    # 100 calls/s per client IP, whichever organisation they read.
+    tenants_share_limits = True
     extra_faults = frozenset({"reject_writes"})
 
     def __init__(self, options: SandboxOptions) -> None:
@@ -131,6 +158,16 @@ class AmiliaSim(VendorSim):
         if unknown:
             raise ValueError(f"unknown amilia setting(s): {sorted(unknown)}")
         self.settings = {**SETTINGS, **self.settings}
+        users = self.settings["users"]
+        self.users: dict[str, User] = (
+            dict(USERS)
+            if users is None
+            else {
+                e.lower(): User(str(u["password"]), frozenset(int(o) for o in u["orgs"]))
+                for e, u in users.items()
+            }
+        )
+        self.org_id, self.org_slug = int(self.settings["org_id"]), str(self.settings["org_slug"])
         anchor = self.settings["anchor_date"]
         self._anchor = (
             date.fromisoformat(anchor).toordinal() if anchor else today_ordinal(self.clock.now())
@@ -205,6 +242,36 @@ class AmiliaSim(VendorSim):
     async def _get_origins(self, request: web.Request) -> web.Response:
         return web.json_response(dict(self.origins))
 
+    # --- tenants: one organisation each ------------------------------------------------------
+    async def tenant_of(self, request: web.Request) -> str | None:
+        """The suffixed user of Basic auth, else the ``sub`` of the bearer JWT."""
+        creds = parse_basic(request.headers.get("Authorization"))
+        if creds is not None:
+            named = suffixed_email(creds[0], self.users)
+        else:
+            token = parse_bearer(request.headers.get("Authorization"))
+            sub = None if token is None else jwt_subject(token)
+            named = None if sub is None else suffixed_email(sub, self.users)
+        return None if named is None else named[1]
+
+    def tenant_settings(self, tenant: str) -> dict[str, Any]:
+        org_id, slug = tenant_org(tenant)
+        base = tenant.rpartition("-")[0]
+        users: dict[str, Any] = {}
+        for email, user in self.users.items():
+            local, _, domain = email.rpartition("@")
+            if local == base:
+                own = {"password": user.password, "orgs": [org_id] if user.orgs else []}
+                users[f"{tenant}@{domain}"] = own
+        return {"org_id": org_id, "org_slug": slug, "users": users}
+
+    def _org_exists(self, org: str) -> bool:
+        sims = [self.root, *self.root.tenants().values()]
+        return any(isinstance(s, AmiliaSim) and s._is_org(org) for s in sims)
+
+    def _is_org(self, org: str) -> bool:
+        return org.lower() == self.org_slug or (org.isdigit() and int(org) == self.org_id)
+
     async def _serve(self, request: web.Request) -> web.Response:
         origin = request.headers.get("X-Amilia-Origin", "")
         self.origins[origin] = self.origins.get(origin, 0) + 1
@@ -238,7 +305,7 @@ class AmiliaSim(VendorSim):
         if not isinstance(exp, int | float) or exp <= self.clock.now():
             raise ApiError(401, "The token has expired.")
         email = str(claims.get("sub", "")).lower()
-        if email not in USERS:
+        if email not in self.users:
             raise ApiError(401, DENIED)
         return email
 
@@ -246,9 +313,12 @@ class AmiliaSim(VendorSim):
         language, org = params["language"], params["org"]
         if language not in ("en", "fr"):
             raise ApiError(400, f"The language '{language}' is not supported; use en or fr.")
-        if org.lower() != ORG_SLUG and not (org.isdigit() and int(org) == ORG_ID):
+        # Another tenant's organisation exists, but not for this user: 403, as for any
+        # organisation the user has no rights on.
+        mine = self._is_org(org)
+        if not mine and not self._org_exists(org):
             raise ApiError(404, f"The organization '{org}' was not found.")
-        if ORG_ID not in USERS[email].orgs:
+        if not mine or self.org_id not in self.users[email].orgs:
             raise ApiError(403, "The user is not authorized for this organization.")
 
     async def _authenticate(self, request: web.Request, params: Params) -> web.Response:
@@ -256,7 +326,7 @@ class AmiliaSim(VendorSim):
         if creds is None:
             raise ApiError(401, "Basic authentication (email:password) is required.")
         email, password = creds[0].lower(), creds[1]
-        user = USERS.get(email)
+        user = self.users.get(email)
         if user is None or not hmac.compare_digest(user.password.encode(), password.encode()):
             raise ApiError(401, "The email or password is incorrect.")
         now_s = int(self.clock.now())

@@ -36,6 +36,11 @@ Simulator knobs: ``queued_s`` (2), ``run_s`` (8): time spent Queued, then Inprog
 (20000: a larger Excel export ends Failed; openpyxl's write-only mode keeps memory flat
 but takes ~0.2-0.4 ms a row, so big exports belong in CSV or JSON);
 ``csv_chunk_rows`` (2000); ``users`` / ``clients`` (see ``DEFAULT_USERS``, ``DEFAULT_CLIENTS``).
+Tenants (companies): a user's local part plus a suffix (``demo-7@aims360.test``, ``demo-secret``)
+logs in to company tenant ``demo-7`` (``DEMO01-7``) through its own client ``aqua-demo-client-7``
+(``aqua-demo-secret``): its own data, jobs, documents and counters. The bearer token names the
+tenant on later calls (a Public link: the tenant holding the document), so one company's jobs
+and files do not exist for another's token.
 Errors are ``{"message": …}`` (ASP.NET Web API); token errors are OAuth 2 ``{"error",
 "error_description"}`` with 400.
 
@@ -55,7 +60,7 @@ from typing import Any
 
 from aiohttp import web
 
-from sandbox.app import SandboxOptions, VendorSim
+from sandbox.app import SandboxOptions, VendorSim, suffixed_email
 from sandbox.aqua.auth import Accounts, Token, User
 from sandbox.aqua.config import AquaError, fault_rate, resolve_settings
 from sandbox.aqua.data import SOURCES, AquaDataset, Source, find_source, new_dataset
@@ -86,6 +91,7 @@ EXAMPLE_PATH = "/jobsmanagement/odata/v1.0/backgroundjob"
 PUBLISH_LINK_PATH = "/reports/v1.0/publishlink"
 JOBS_PATH = "/jobsmanagement/v1.0/backgroundjob"
 ODATA_JOBS_PATH = "/jobsmanagement/odata/v1.0/backgroundjob"
+TOKEN_PATH = "/authentication/v1/authentication/token"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -118,10 +124,7 @@ class AquaSim(VendorSim):
     # --- VendorSim hooks ----------------------------------------------------------------------
     def setup_routes(self, app: web.Application) -> None:
         r = app.router
-        for path in (
-            "/authentication/v1/authentication/Token",
-            "/authentication/v1/authentication/token",
-        ):
+        for path in (TOKEN_PATH.replace("/token", "/Token"), TOKEN_PATH):
             r.add_post(path, self._guard(self.token))
         r.add_post("/reports/v1.0/exportdata", self._guard(self.export))
         r.add_post("/reports/v1.0/reports/exportdata", self._guard(self.export))
@@ -151,6 +154,50 @@ class AquaSim(VendorSim):
                 return self.error_response(exc.status, exc.message)
 
         return guarded
+
+    # --- tenants: one company each -------------------------------------------------------------
+    async def tenant_of(self, request: web.Request) -> str | None:
+        """The suffixed user of the token form; later the company that issued the bearer
+        token, or (a Public link carries no token) the one holding the document."""
+        if request.method == "POST" and request.path.casefold() == f"/{self.name}{TOKEN_PATH}":
+            username = (await request.post()).get("username")
+            if not isinstance(username, str):
+                return None
+            named = suffixed_email(username, self.accounts.users)
+            return None if named is None else named[1]
+        authorization = request.headers.get("Authorization", "")
+        tenants = [(n, s) for n, s in self.tenants().items() if isinstance(s, AquaSim)]
+        if authorization:
+            if self.accounts.verify(authorization) is not None:
+                return None
+            for name, sim in tenants:
+                if sim.accounts.verify(authorization) is not None:
+                    return name
+        doc_id = request.match_info.get("doc_id")
+        if doc_id is not None and doc_id not in self.doc_jobs:
+            for name, sim in tenants:
+                if doc_id in sim.doc_jobs:
+                    return name
+        return None
+
+    def tenant_settings(self, tenant: str) -> dict[str, Any]:
+        """Tenant ``demo-7``: user ``demo-7@…`` of company ``DEMO01-7``, whose API client is
+        ``aqua-demo-client-7`` (the base secrets); the base clients exist there too, of
+        their own company."""
+        base, suffix = tenant.rpartition("-")[0], tenant.rpartition("-")[2]
+        users, clients = [], list(self.settings["clients"])
+        for user in self.settings["users"]:
+            local, _, domain = user["username"].casefold().rpartition("@")
+            if local != base:
+                continue
+            company = f"{user['company']}-{suffix}"
+            users.append({**user, "username": f"{tenant}@{domain}", "company": company})
+            clients += [
+                {**c, "client_id": f"{c['client_id']}-{suffix}", "company": company}
+                for c in self.settings["clients"]
+                if c["company"] == user["company"]
+            ]
+        return {"users": users, "clients": clients}
 
     # --- auth ---------------------------------------------------------------------------------
     def _expire_tokens_if_asked(self) -> None:

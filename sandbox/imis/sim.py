@@ -21,6 +21,11 @@ Routes (as on a customer site, ``https://{site}/token`` and ``/api/{Entity}``):
 - Daily database-restore windows (06:00 and 18:00 UTC, 5 min, judged on the sandbox clock):
   ``/token`` and ``/api/*`` answer 503, or hang ``restore_hang_s`` then 503.
 
+Tenants: a configured user plus a suffix (``demo-7`` with ``demo-secret``) logs in to a site
+of its own (tenant ``demo-7``): its own data, tokens, clock and counters. The bearer tokens
+it issues name it on later calls, so a token only ever reads its own site's data
+(``/_sandbox/clock?tenant=demo-7`` moves that site's clock).
+
 Settings (``SandboxOptions.vendors["imis"]``; unknown keys are an error):
 
 - ``users`` = ``{"demo": "demo-secret"}``: accepted logins.
@@ -67,7 +72,7 @@ from typing import Any
 
 from aiohttp import web
 
-from sandbox.app import SandboxOptions, VendorSim
+from sandbox.app import SandboxOptions, VendorSim, suffixed
 from sandbox.clock import Clock
 from sandbox.imis.auth import DENIED, TokenStore, bearer, grant, token_body
 from sandbox.imis.commerce import COUNTRIES, CountrySpec, InvoiceSpec, ItemSpec
@@ -238,6 +243,29 @@ class ImisSim(VendorSim):
             return parse_paging(limit, offset, s["default_limit"], s["max_limit"])
 
         return web.json_response(run_query(query, self.tables[query.table], params, paging))
+
+    # --- tenants ----------------------------------------------------------------------------
+    async def tenant_of(self, request: web.Request) -> str | None:
+        """``demo-7`` (a configured user plus a suffix, base password) is a site of its own:
+        named by the login form, then by the bearer token that site issued."""
+        if request.method == "POST" and request.path == f"/{self.name}/token":
+            form = await request.post()
+            wanted = next((v for k, v in form.items() if k.casefold() == "username"), "")
+            if not isinstance(wanted, str):
+                return None
+            named = suffixed(wanted, self.settings["users"], fold=True)
+            return None if named is None else named[1]
+        token = bearer(request.headers.get("Authorization", ""))
+        if token is None or self.tokens.user_of(token) is not None:
+            return None
+        for name, sim in self.tenants().items():
+            if isinstance(sim, ImisSim) and sim.tokens.user_of(token) is not None:
+                return name
+        return None
+
+    def tenant_settings(self, tenant: str) -> dict[str, Any]:
+        password = self.settings["users"].get(tenant.rpartition("-")[0])
+        return {"users": {} if password is None else {tenant: password}}
 
     # --- clock control ----------------------------------------------------------------------
     async def _get_clock(self, _request: web.Request) -> web.Response:

@@ -104,13 +104,15 @@ def test_connector_defaults_to_the_table_name_and_unknown_is_a_config_error() ->
     assert err.value.key == "vendors.acme.connector"
 
 
-def amilia(sb: RunningSandbox, org: str, **more: Any) -> dict[str, Any]:
+def amilia(
+    sb: RunningSandbox, org: str, user: str = "demo@amilia.test", **more: Any
+) -> dict[str, Any]:
     return {
         "connector": "amilia",
         "base_url": sb.url("amilia"),
         "max_parallel": 20,
         "rate_per_s": 100,
-        "auth": {"kind": "basic_jwt", "username": "demo@amilia.test", "password": "demo-secret"},
+        "auth": {"kind": "basic_jwt", "username": user, "password": "demo-secret"},
         "retry": {"max_attempts": 8, "base_s": 0.05, "max_backoff_s": 1},
         "options": {"org": org, "language": "en", "per_page": 10, "v2_limit": 10},
         "streams": {"accounts": {}, "persons": {}},
@@ -152,7 +154,11 @@ async def test_two_amilia_organisations_share_100_calls_per_s(
     try:
         settings = Settings(
             database={"url": db_url},
-            vendors={"org_a": amilia(sb, "8008"), "org_b": amilia(sb, "forest-explorers")},
+            # Two organisations (sandbox tenants demo-1 and demo-2), read from one address.
+            vendors={
+                "org_a": amilia(sb, "8008001", "demo-1@amilia.test"),
+                "org_b": amilia(sb, "forest-explorers-2", "demo-2@amilia.test"),
+            },
         )
         async with Runtime(settings) as rt:
             a, b = rt.connector("org_a"), rt.connector("org_b")
@@ -168,9 +174,14 @@ async def test_two_amilia_organisations_share_100_calls_per_s(
             )
         async with (
             aiohttp.ClientSession() as http,
-            http.get(sb.url("amilia") + "/_sandbox/stats") as resp,
+            http.get(sb.url("amilia") + "/_sandbox/stats", params={"tenant": "*"}) as resp,
         ):
-            stats = await resp.json()
+            answer = await resp.json()
+        # The sandbox counts the two organisations' calls together per client address.
+        stats = answer["by_client"]["127.0.0.1"]
+        each = [answer["tenants"][t]["requests"] for t in ("demo-1", "demo-2")]
+        assert min(each) > 50
+        assert stats["requests"] == sum(each)
         assert stats["requests"] > 200  # enough calls for the cap to matter
         assert stats["max_per_s"] <= 100
         assert stats["rate_limited"] == 0

@@ -8,6 +8,7 @@ from typing import Any
 
 import aiohttp
 
+from sandbox.app import suffixed, suffixed_email
 from tests.sandbox.conftest import StartSandbox
 
 USERS = "/rest/api/standard/v1/User"
@@ -65,3 +66,16 @@ async def test_tenants_have_their_own_limits(
         assert every[u]["requests"] == 10
         assert every[u]["violation_count"] == 0
         assert every[u]["peak_in_flight"] <= 10
+
+
+def test_suffixed_names_a_tenant_only_for_a_known_base() -> None:
+    assert suffixed("demo-7", ["demo"]) == ("demo", "demo-7")
+    assert suffixed("demo", ["demo"]) is None  # the base itself: the default tenant
+    assert suffixed("demo-", ["demo"]) is None
+    assert suffixed("nobody-7", ["demo"]) is None
+    assert suffixed("DEMO-X", ["demo"]) is None
+    assert suffixed("DEMO-X", ["demo"], fold=True) == ("demo", "demo-x")
+    assert suffixed("demo-7", ["demo", "demo-7"]) is None  # a configured user is no tenant
+    assert suffixed_email("Demo-7@X.test", ["demo@x.test"]) == ("demo@x.test", "demo-7")
+    assert suffixed_email("demo-7@other.test", ["demo@x.test"]) is None
+    assert suffixed_email("demo-7", ["demo@x.test"]) is None

@@ -80,9 +80,9 @@ async def control(sb: RunningSandbox, what: str, body: Any = None, method: str =
         return await resp.json()
 
 
-async def vendor_get(sb: RunningSandbox, path: str) -> Any:
-    """Read the sandbox directly with the all-scopes key: the truth to compare with."""
-    headers = {"apikey": "demo-apikey-all-scopes"}
+async def vendor_get(sb: RunningSandbox, path: str, key: str = "demo-apikey-all-scopes") -> Any:
+    """Read the sandbox directly with the all-scopes key (of a tenant: ``…-7``): the truth."""
+    headers = {"apikey": key}
     async with (
         aiohttp.ClientSession(headers=headers) as http,
         http.get(f"{sb.url('aimms')}{path}") as resp,

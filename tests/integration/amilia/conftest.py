@@ -77,17 +77,20 @@ async def control(sb: RunningSandbox, what: str, body: Any = None) -> Any:
         return await resp.json()
 
 
-async def vendor_items(sb: RunningSandbox, path: str) -> list[dict[str, Any]]:
-    """Every item of a v3 list read directly (limits lifted for it): the truth to compare to."""
+async def vendor_items(
+    sb: RunningSandbox, path: str, user: str = "demo@amilia.test", org: str = ORG
+) -> list[dict[str, Any]]:
+    """Every item of a v3 list read directly (limits lifted for it): the truth to compare to.
+    ``user`` and ``org``: another organisation (sandbox tenant) and its API user."""
     await control(sb, "faults", {"limits": {"enabled": False}})
-    basic = base64.b64encode(b"demo@amilia.test:demo-secret").decode()
+    basic = base64.b64encode(f"{user}:demo-secret".encode()).decode()
     items: list[dict[str, Any]] = []
     async with aiohttp.ClientSession() as http:
         async with http.get(
             f"{sb.url('amilia')}/api/v3/authenticate", headers={"Authorization": f"Basic {basic}"}
         ) as resp:
             token = (await resp.json())["Token"]
-        url: str | None = f"{sb.url('amilia')}{ORG}/{path}"
+        url: str | None = f"{sb.url('amilia')}{org}/{path}"
         for _ in range(10_000):
             if url is None:
                 break

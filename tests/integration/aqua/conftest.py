@@ -87,12 +87,19 @@ def sim(sb: RunningSandbox) -> Any:
     return sb.sims["aqua"]
 
 
-def vendor_rows(sb: RunningSandbox, source: str = "Orders", view: str = "All orders") -> list[Any]:
-    """The view as the vendor holds it now (the truth staging must equal)."""
+def vendor_rows(
+    sb: RunningSandbox,
+    source: str = "Orders",
+    view: str = "All orders",
+    tenant: str | None = None,
+) -> list[Any]:
+    """The view as the vendor (or its company ``tenant``) holds it now: the truth staging
+    must equal."""
     from sandbox.aqua.data import SOURCES
 
     s = SOURCES[source]
-    return list(view_rows(sim(sb).data[source], s, view))
+    held = sim(sb) if tenant is None else sim(sb).tenant(tenant)
+    return list(view_rows(held.data[source], s, view))
 
 
 async def control(sb: RunningSandbox, what: str, body: Any = None) -> Any:

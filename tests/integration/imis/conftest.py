@@ -77,11 +77,14 @@ async def control(sb: RunningSandbox, what: str, body: Any = None) -> Any:
         return await resp.json()
 
 
-async def vendor_all(sb: RunningSandbox, entity: str, **params: str) -> list[dict[str, Any]]:
-    """Every row of a list, read directly (outside the connector): the truth to compare to."""
+async def vendor_all(
+    sb: RunningSandbox, entity: str, *, as_user: str = "demo", **params: str
+) -> list[dict[str, Any]]:
+    """Every row of a list, read directly (outside the connector): the truth to compare to.
+    ``as_user``: the login, so the site (sandbox tenant) whose rows are read."""
     base = sb.url("imis")
     async with aiohttp.ClientSession() as http:
-        async with http.post(f"{base}/token", data=CREDS) as resp:
+        async with http.post(f"{base}/token", data={**CREDS, "username": as_user}) as resp:
             token = (await resp.json())["access_token"]
         headers = {"Authorization": f"Bearer {token}"}
         rows: list[dict[str, Any]] = []
