@@ -407,6 +407,19 @@ FAULTS = [
         },
     ),
     Fault(
+        "Aqua job never finishes",
+        {
+            "aqua": Case(
+                {"extra": {"job_never_finishes": True}},
+                settings=lambda: {
+                    "streams": {"Orders": {"options": stream_options(poll_deadline_s=1.5)}}
+                },
+                expect=FAILS,
+            ),
+            **dict.fromkeys(("aimsio", "amilia", "imis", "aimms"), "n/a: no export jobs"),
+        },
+    ),
+    Fault(
         "AIMMS task failed",
         {
             "aimms": Case({"extra": {"task_fail": True}}, expect=FAILS),
@@ -417,6 +430,13 @@ FAULTS = [
         "AIMMS task stuck",
         {
             "aimms": Case({"extra": {"task_stuck": True}}, expect=FAILS),
+            **dict.fromkeys(("aimsio", "aqua", "amilia", "imis"), "n/a: no tasks"),
+        },
+    ),
+    Fault(
+        "AIMMS licence at zero",
+        {
+            "aimms": Case({"extra": {"licence_zero": True}}, expect=FAILS),
             **dict.fromkeys(("aimsio", "aqua", "amilia", "imis"), "n/a: no tasks"),
         },
     ),
