@@ -31,10 +31,12 @@ from service.config import (
 from service.console import (
     DEBUG_ENV,
     EX_TEMPFAIL,
+    ONE_LINE,
     err,
     error_line,
     fail,
     internal_error,
+    one_line,
     out,
     run_async,
 )
@@ -399,10 +401,11 @@ def resync(
     out.print(runs_table(f"resync {vendor}", results))
     failed = any(r.status != "succeeded" for r in results)
     for r in results:
+        # One line each, however long (piped stderr would wrap at its width otherwise).
         if r.error:
-            err.print(plain(f"{r.stream}: {redact_text(r.error)}"), highlight=False)
+            err.print(plain(one_line(f"{r.stream}: {redact_text(r.error)}")), **ONE_LINE)
         if r.note:
-            err.print(plain(f"{r.stream}: note: {redact_text(r.note)}"), highlight=False)
+            err.print(plain(one_line(f"{r.stream}: note: {redact_text(r.note)}")), **ONE_LINE)
     if failed:
         raise typer.Exit(1)
 

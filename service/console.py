@@ -33,9 +33,18 @@ DEBUG_ENV = "VENDORSYNC_DEBUG"
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
+# Print options for a line that must stay one line on any terminal or pipe.
+ONE_LINE: dict[str, Any] = {"highlight": False, "soft_wrap": True}
+
+
+def one_line(message: str) -> str:
+    """``message`` with every run of whitespace (newlines too) as one space."""
+    return " ".join(message.split())
+
+
 def error_line(message: str, prefix: str = "error:") -> Text:
     """One line, secrets masked, never read as markup (data and arguments end up here)."""
-    return Text.assemble((prefix, "red"), " " + " ".join(redact_text(message).split()))
+    return Text.assemble((prefix, "red"), " " + one_line(redact_text(message)))
 
 
 EX_TEMPFAIL = 75  # sysexits.h: a temporary condition; the same command may work later

@@ -44,7 +44,9 @@ by their ``X-Amilia-Origin`` header ("" when absent).
 Only the JWT flow exists: how the API key/secret pair travels is undocumented [ASSUMPTION].
 Limits (on by default): reject mode, per client address, 100 requests per sliding second →
 429. Faults: the shared ones (``error_rate`` answers 500 with a ``TransactionId``) plus
-``reject_writes`` (true or a fraction): writes answer 422.
+``reject_writes`` (true or a fraction): writes answer 422, and ``token_expire_now`` (one-shot):
+every token issued so far answers 401 "Token is invalid" (the seed's only 401) from the next
+call on.
 """
 
 from __future__ import annotations
@@ -150,7 +152,7 @@ class AmiliaSim(VendorSim):
     contract_rate_per_s = 100.0
     # 100 calls/s per client IP, whichever organisation they read.
     tenants_share_limits = True
-    extra_faults = frozenset({"reject_writes"})
+    extra_faults = frozenset({"reject_writes", "token_expire_now"})
 
     def __init__(self, options: SandboxOptions) -> None:
         super().__init__(options)
@@ -177,6 +179,8 @@ class AmiliaSim(VendorSim):
         self.store = self._new_store()
         self.origins: dict[str, int] = {}  # X-Amilia-Origin value ("" when absent) → calls
         self._pages = PageCache(int(self.settings["page_cache_mb"]) * 1_000_000)
+        self._issued: set[str] = set()  # jti of tokens issued since the last forced expiry
+        self._revoked: set[str] = set()
 
     def _new_store(self) -> Store:
         return Store(Layout(self.options.seed, max(1, self.options.records), self._anchor))
@@ -297,9 +301,12 @@ class AmiliaSim(VendorSim):
         return await handler(request, params)
 
     def _bearer_user(self, request: web.Request) -> str:
+        if self.faults.extra.pop("token_expire_now", False):
+            self._revoked |= self._issued
+            self._issued.clear()
         token = parse_bearer(request.headers.get("Authorization"))
         claims = None if token is None else decode_jwt(token, self._secret)
-        if claims is None:
+        if claims is None or claims.get("jti") in self._revoked:
             raise ApiError(401, DENIED)
         exp = claims.get("exp")
         if not isinstance(exp, int | float) or exp <= self.clock.now():
@@ -329,14 +336,15 @@ class AmiliaSim(VendorSim):
         user = self.users.get(email)
         if user is None or not hmac.compare_digest(user.password.encode(), password.encode()):
             raise ApiError(401, "The email or password is incorrect.")
-        now_s = int(self.clock.now())
+        now_s, jti = int(self.clock.now()), uuid.uuid4().hex
         claims = {
             "sub": email,
             "iss": "https://app.amilia.com",
             "iat": now_s,
             "exp": now_s + TOKEN_TTL_S,
-            "jti": uuid.uuid4().hex,
+            "jti": jti,
         }
+        self._issued.add(jti)
         return web.json_response({"Token": encode_jwt(claims, self._secret)})
 
     # --- paging helpers -------------------------------------------------------------------------

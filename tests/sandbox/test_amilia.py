@@ -221,6 +221,24 @@ async def test_token_expires_after_one_year_by_the_clock(
     assert (await c.get(f"{V3}/programs"))[0] == 200
 
 
+async def test_token_expire_now_fault_invalidates_every_issued_token_once(
+    sandbox_factory: StartSandbox, http: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    c = await connect(sandbox_factory, http, clock)
+    old = c.token
+    other = await Client(http, c.sandbox).login()
+    assert (await c.control("faults", {"extra": {"token_expire_now": True}}))[0] == 200
+    for token in (old, other):
+        c.token = token
+        status, body = await c.get(f"{V3}/programs")
+        assert status == 401
+        assert body["Message"] == "Authorization has been denied for this request."
+    await c.login()  # a token issued afterwards works: the switch was one-shot
+    assert (await c.get(f"{V3}/programs"))[0] == 200
+    c.token = old
+    assert (await c.get(f"{V3}/programs"))[0] == 401  # and the old ones stay dead
+
+
 async def test_user_without_access_to_the_org_gets_403(
     sandbox_factory: StartSandbox, http: aiohttp.ClientSession, clock: FakeClock
 ) -> None:
