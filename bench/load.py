@@ -1,4 +1,4 @@
-"""10 streams of three vendors synced concurrently for N seconds through the real engine,
+"""10 streams of the five vendors synced concurrently for N seconds through the real engine,
 with the sandbox injecting faults: violations, runs, peak RSS and open fds over time.
 
 The sandbox runs in its own process with each vendor's limits on, 50 ms latency plus up
@@ -26,15 +26,36 @@ from service.db import migrate
 from service.engine.runtime import Runtime
 from service.engine.sync import execute_stream
 
-FULL_S, QUICK_S, TINY_S = 300.0, 30.0, 4.0
-# Records per entity: Aimsio's three streams share 10/s, so a first pass of 60 takes ~18 s.
+FULL_S, QUICK_S, TINY_S = 300.0, 60.0, 4.0
+# Records per entity: Aimsio's two streams share 10/s, so a first pass of 60 takes ~12 s.
 FULL_RECORDS, QUICK_RECORDS, TINY_RECORDS = 300, 60, 8
+# Two streams per vendor, one of each mechanism: listing diff (Aimsio), page-following
+# (Amilia), filtered offset paging (iMIS), export jobs (Aqua), lists and a task (AIMMS PRO).
 STREAMS = {
-    "aimsio": ("User", "Employee", "Equipment"),
-    "amilia": ("accounts", "persons", "registrations"),
-    "imis": ("Party", "GroupMember", "Event", "EventRegistration"),
+    "aimsio": ("User", "Employee"),
+    "amilia": ("accounts", "persons"),
+    "imis": ("Party", "Event"),
+    "aqua": ("Orders", "Customers"),
+    "aimms": ("users", "users_export"),
 }
-MUTATE = {"aimsio": "User", "amilia": "accounts", "imis": "Party"}
+MUTATE: dict[str, dict[str, Any]] = {
+    "aimsio": {"entity": "User", "add": 1},
+    "amilia": {"entity": "accounts", "add": 1},
+    "imis": {"entity": "Party", "add": 1},
+    "aqua": {"entity": "Orders"},
+    "aimms": {"entity": "users", "add": 1},
+}
+# (max_parallel, rate_per_s) as configured. Aqua and AIMMS PRO document no caps: the
+# sandbox holds them to what we configure; the other three enforce their own.
+LIMITS = {"aimsio": (10, 10), "amilia": (20, 100), "imis": (5, 1000), "aqua": (4, 10), "aimms": (4, 10)}  # fmt: skip
+CONFIGURED = ("aqua", "aimms")
+SANDBOX: dict[str, dict[str, Any]] = {
+    "aqua": {"queued_s": 0.2, "run_s": 0.8},
+    "aimms": {
+        "task_phases_s": {"assigned": 0.05, "running": 0.2, "solving": 0.2},
+        "tick_interval_s": 0.02,
+    },
+}
 FAULTS = {
     "latency_ms": 50,
     "latency_jitter_ms": 50,
@@ -46,6 +67,10 @@ SAMPLE_S = 0.5
 MUTATE_EVERY_S = 3.0
 DRAIN_S = 60.0  # how long runs still going at the end may take before they are cancelled
 FD_LEAK_MARGIN = 5
+RSS_GROWTH_MB = 8.0  # over the second half of the run: a leak of a row per request shows
+
+
+AQUA_POLL = {"poll_min_s": 0.05, "poll_max_s": 0.2, "poll_deadline_s": 30}
 
 
 def settings(url: str, db_url: str) -> Settings:
@@ -56,16 +81,16 @@ def settings(url: str, db_url: str) -> Settings:
             "vendors": {
                 "aimsio": {
                     "base_url": f"{url}/aimsio",
-                    "max_parallel": 10,
-                    "rate_per_s": 10,
+                    "max_parallel": LIMITS["aimsio"][0],
+                    "rate_per_s": LIMITS["aimsio"][1],
                     "retry": retry,
                     "auth": {"kind": "basic", "username": "demo", "password": "demo-secret"},
                     "streams": {s: {} for s in STREAMS["aimsio"]},
                 },
                 "amilia": {
                     "base_url": f"{url}/amilia",
-                    "max_parallel": 20,
-                    "rate_per_s": 100,
+                    "max_parallel": LIMITS["amilia"][0],
+                    "rate_per_s": LIMITS["amilia"][1],
                     "retry": retry,
                     "auth": {
                         "kind": "basic_jwt",
@@ -76,16 +101,75 @@ def settings(url: str, db_url: str) -> Settings:
                 },
                 "imis": {
                     "base_url": f"{url}/imis",
-                    "max_parallel": 5,
-                    "rate_per_s": 1000,
+                    "max_parallel": LIMITS["imis"][0],
+                    "rate_per_s": LIMITS["imis"][1],
                     "retry": retry,
                     "auth": {
                         "kind": "password_grant",
                         "username": "demo",
                         "password": "demo-secret",
                     },
+                    "blackouts": [],  # restore windows are another suite's subject
                     "options": {"time_zone": "UTC"},
                     "streams": {s: {} for s in STREAMS["imis"]},
+                },
+                "aqua": {
+                    "base_url": f"{url}/aqua",
+                    "max_parallel": LIMITS["aqua"][0],
+                    "rate_per_s": LIMITS["aqua"][1],
+                    "retry": retry,
+                    "auth": {
+                        "kind": "password_grant",
+                        "client_id": "aqua-demo-client",
+                        "client_secret": "aqua-demo-secret",
+                        "username": "demo@aims360.test",
+                        "password": "demo-secret",
+                    },
+                    "streams": {
+                        "Orders": {
+                            "options": {
+                                **AQUA_POLL,
+                                "source": "Orders",
+                                "view": "All orders",
+                                "format": "csv",
+                                "key": "Order No",
+                            }
+                        },
+                        "Customers": {
+                            "options": {
+                                **AQUA_POLL,
+                                "source": "Customers",
+                                "view": "All Customers",
+                                "format": "json",
+                                "scope": "PeopleInOrganization",
+                                "key": "Customer Code",
+                            }
+                        },
+                    },
+                },
+                "aimms": {
+                    "base_url": f"{url}/aimms",
+                    "max_parallel": LIMITS["aimms"][0],
+                    "rate_per_s": LIMITS["aimms"][1],
+                    "retry": retry,
+                    "auth": {"kind": "apikey", "api_key": "demo-apikey-all-scopes"},
+                    "options": {"paths": {"users": "/pro-api/v1/authentication/users"}},
+                    "streams": {
+                        "users": {},
+                        "users_export": {
+                            "options": {
+                                "app": "SupplyPlanner",
+                                "service": "export_users",
+                                "body": {"offset": 0},
+                                "key": "id",
+                                "poll_min_s": 0.05,
+                                "poll_max_s": 0.2,
+                                "deadline_s": 30,
+                                "licence_wait_s": 5,
+                                "delete_completed": True,
+                            }
+                        },
+                    },
                 },
             },
         }
@@ -111,8 +195,8 @@ async def mutate(sb: Sandbox, deadline: float) -> None:
     while time.monotonic() < deadline:
         await asyncio.sleep(MUTATE_EVERY_S)
         seed += 1
-        for vendor, entity in MUTATE.items():
-            body = {"entity": entity, "change": 0.05, "delete": 0.02, "add": 1, "seed": seed}
+        for vendor, what in MUTATE.items():
+            body = {"change": 0.05, "delete": 0.02, "seed": seed, **what}
             await sb.control(vendor, "mutate", body)
 
 
@@ -161,7 +245,11 @@ async def measure(sb: Sandbox, duration_s: float, workdir: Path) -> dict[str, An
 def main(quick: bool) -> dict[str, Any]:
     duration_s = size(FULL_S, QUICK_S, TINY_S, is_quick=quick)
     records = size(FULL_RECORDS, QUICK_RECORDS, TINY_RECORDS, is_quick=quick)
-    vendors: dict[str, dict[str, Any]] = {v: {} for v in STREAMS}
+    vendors: dict[str, dict[str, Any]] = {v: dict(SANDBOX.get(v, {})) for v in STREAMS}
+    for vendor in CONFIGURED:
+        parallel, rate = LIMITS[vendor]
+        limits = {"enabled": True, "mode": "reject", "max_parallel": parallel, "rate_per_s": rate}
+        vendors[vendor]["limits"] = limits
     with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp, Sandbox(records, vendors) as sb:
         cpu0 = sb.cpu_s()
         f = asyncio.run(measure(sb, duration_s, Path(tmp)))
@@ -195,6 +283,14 @@ def main(quick: bool) -> dict[str, Any]:
     step = max(1, len(samples) // 20)
     print("  over time (s: RSS MiB / fds): " + ", ".join(f"{t:.0f}: {r:.0f}/{n}" for t, r, n in samples[::step]))  # fmt: skip
     leaked = fds[-1] - fd_base > FD_LEAK_MARGIN
+    # Every parallel slot holds at most one connection; the rest is the database and logs.
+    fd_bound = fd_base + sum(v[0] for v in LIMITS.values()) + FD_LEAK_MARGIN
+    half = rss[len(rss) // 2 :]
+    rss_growth_mb = round(half[-1] - half[0], 1)
+    print(
+        f"  bounds: peak fds {max(fds)} ≤ {fd_bound} (baseline + Σ max_parallel + {FD_LEAK_MARGIN}); "
+        f"RSS growth over the last half {rss_growth_mb:+.1f} MiB (≤ {RSS_GROWTH_MB} MiB: flat)"
+    )
     return {
         "duration_s": duration_s,
         "streams": sum(len(s) for s in STREAMS.values()),
@@ -214,5 +310,11 @@ def main(quick: bool) -> dict[str, Any]:
         "fds_end": fds[-1],
         "fds_over_time": [n for _, _, n in samples[::step]],
         "sandbox_cpu_ms_per_request": round(sandbox_cpu_s * 1000 / max(1, requests), 2),
-        "met": violations == 0 and not leaked and f["cancelled"] == 0,
+        "fd_bound": fd_bound,
+        "rss_growth_last_half_mb": rss_growth_mb,
+        "met": violations == 0
+        and not leaked
+        and max(fds) <= fd_bound
+        and rss_growth_mb <= RSS_GROWTH_MB
+        and f["cancelled"] == 0,
     }
