@@ -35,7 +35,16 @@ EXPECTED: dict[str, set[str]] = {
         "streams",
         "met",
     },
-    "load": {"violations", "peak_rss_mb", "fds_over_time", "runs", "runs_failed", "met"},
+    "load": {
+        "violations",
+        "peak_rss_mb",
+        "fds_over_time",
+        "fd_bound",
+        "rss_growth_last_half_mb",
+        "runs",
+        "runs_failed",
+        "met",
+    },
     "scale": {"ratio_to_caps_1", "ratio_to_caps_3", "violations", "failover_s", "met"},
 }
 
