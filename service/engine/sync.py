@@ -223,20 +223,43 @@ async def _pull(
     batches = connector.pull(ctx)
 
     async def produce() -> None:
+        previous: asyncio.Event | None = None
         try:
             async for batch in batches:
                 committed = asyncio.Event()
                 await queue.put((batch, committed))
                 if batch.state is not None:
                     await committed.wait()
+                elif previous is not None:
+                    await previous.wait()  # one batch ahead of the commits, no more
+                previous = committed
         except Exception as exc:  # handed over: raised once the batches before it commit
             await queue.put(exc)
             return
         await queue.put(None)
 
     producer = asyncio.create_task(produce(), name=f"pull {ctx.vendor}/{ctx.stream}")
+
+    async def next_item() -> tuple[Batch, asyncio.Event] | BaseException | None:
+        """The next hand-over; if the producer ended without one (a cancellation that
+        was not ours, from inside the connector), its ending, never a wait forever."""
+        getter = asyncio.ensure_future(queue.get())
+        try:
+            await asyncio.wait([getter, producer], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            got = getter.done()
+            if not got:
+                getter.cancel()
+        if got:
+            return getter.result()
+        if not queue.empty():
+            return queue.get_nowait()
+        if producer.cancelled():
+            raise asyncio.CancelledError
+        return producer.exception() or None
+
     try:
-        while (item := await queue.get()) is not None:
+        while (item := await next_item()) is not None:
             if isinstance(item, BaseException):
                 raise item
             batch, committed = item
