@@ -130,8 +130,8 @@ def _count(entity: str, body: JSON, name: str) -> int:
     value = body.get(name)
     if value is None:
         return 0
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
+    if isinstance(value, str) and (text := value.strip()).isascii() and text.isdigit():
+        return int(text)  # isascii: "¹" and "٣" are digits to isdigit, not to int
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ParseError(f"{entity} push: {name} is not a count: {value!r:.40}", vendor="aimsio")
     return value

@@ -239,7 +239,10 @@ class JsonRows:
         return self._drain(final=False)
 
     def close(self) -> list[JSON]:
-        self._buf = self._buf[self._pos :] + self._decoder.decode(b"", final=True)
+        try:  # a multi-byte sequence cut short by the end of the file
+            self._buf = self._buf[self._pos :] + self._decoder.decode(b"", final=True)
+        except UnicodeDecodeError as exc:
+            raise ParseError(f"JSON export is not UTF-8: {exc.reason}", vendor=VENDOR) from exc
         self._pos = 0
         rows = self._drain(final=True)
         if self._state != "done" or self._buf[self._pos :].strip(_WS):

@@ -240,3 +240,17 @@ async def test_imis_a_next_offset_pointing_back_is_a_loop_not_an_endless_walk() 
                 async for _ in connector.walk("/api/Party", []):
                     pass
     assert calls == 1
+
+
+# --- what the fuzzers found, pinned ------------------------------------------------------------
+def test_an_import_counter_in_superscript_digits_is_a_parse_error() -> None:
+    with pytest.raises(ParseError, match="not a count"):
+        body = {"dtype": "IntegrationImportResult", "numberOfEntitiesCreated": "¹"}
+        aimsio.parse_import_result("User", ["a"], body)
+
+
+def test_a_json_export_ending_inside_a_utf8_sequence_is_a_parse_error() -> None:
+    rows = aqua_parse.JsonRows()
+    rows.feed(b'[{"a": "\xc3')
+    with pytest.raises(ParseError, match="not UTF-8"):
+        rows.close()
