@@ -400,9 +400,11 @@ def resync(
     failed = any(r.status != "succeeded" for r in results)
     for r in results:
         if r.error:
-            err.print(plain(f"{r.stream}: {redact_text(r.error)}"), highlight=False)
+            err.print(plain(f"{r.stream}: {redact_text(r.error)}"), highlight=False, soft_wrap=True)
         if r.note:
-            err.print(plain(f"{r.stream}: note: {redact_text(r.note)}"), highlight=False)
+            err.print(
+                plain(f"{r.stream}: note: {redact_text(r.note)}"), highlight=False, soft_wrap=True
+            )
     if failed:
         raise typer.Exit(1)
 

@@ -232,6 +232,11 @@ class VendorSettings(_Model):
     # parallel slot stays taken until then. None: ``timeout_s`` (the request's own bound).
     vendor_timeout_s: Seconds | None = None
     connect_timeout_s: Seconds = 10.0
+    # HTTPS certificate checks. Off only by this explicit per-connection switch (logged as
+    # a warning by every command that talks to the vendor); ``ca_file`` trusts a private CA
+    # (a PEM bundle) instead of the system's.
+    tls_verify: bool = True
+    ca_file: Path | None = None
     schedule: str = "every 15m"
     auth: AuthSettings = Field(default_factory=AuthSettings)
     retry: RetrySettings = Field(default_factory=RetrySettings)
@@ -278,6 +283,16 @@ class VendorSettings(_Model):
         for window in v or []:
             parse_window(window)
         return v
+
+    @model_validator(mode="after")
+    def _tls(self) -> VendorSettings:
+        if self.ca_file is None:
+            return self
+        if not self.tls_verify:
+            raise ValueError("ca_file: has no effect with tls_verify = false; drop one of them")
+        if not self.ca_file.is_file():
+            raise ValueError(f"ca_file: not a readable file: {self.ca_file}")
+        return self
 
     def enabled_streams(self) -> list[str]:
         return [name for name, s in self.streams.items() if s.enabled]
@@ -493,7 +508,17 @@ def config_warnings(settings: Settings) -> list[str]:
                 f"{vendor.vendor_timeout_s:g}s: an abandoned request keeps its parallel slot "
                 "until the vendor ends it, so a shorter timeout only wastes slots"
             )
-    return warnings + expiry_warnings(settings, datetime.now(UTC).date())
+    return warnings + tls_warnings(settings) + expiry_warnings(settings, datetime.now(UTC).date())
+
+
+def tls_warnings(settings: Settings) -> list[str]:
+    """One line per enabled connection whose HTTPS certificates are not checked."""
+    return [
+        f"vendors.{name}.tls_verify: false: TLS certificates of {name} are NOT verified "
+        "(anyone on the path can read its credentials); use ca_file for a private CA"
+        for name, vendor in settings.vendors.items()
+        if vendor.enabled and not vendor.tls_verify
+    ]
 
 
 EXPIRY_WARN_DAYS = 30

@@ -27,6 +27,7 @@ from service.config import (
     Settings,
     VendorSettings,
     blackout_remaining_s,
+    mask_url,
     parse_window,
 )
 from service.connectors import REGISTRY, Connector, connector_class
@@ -35,6 +36,7 @@ from service.engine.groups import LimitGroup, group_of, group_problems
 from service.engine.lease import HeldLease
 from service.errors import ConfigError
 from service.http import HttpClient, HttpMetrics, RetryPolicy, VendorClient, VendorLimiter
+from service.http.client import tls_context
 from service.http.logins import LoginSpec, build_auth
 
 Clock = Callable[[], datetime]
@@ -252,7 +254,14 @@ class Runtime:
             timeout_s=settings.timeout_s,
             connect_timeout_s=settings.connect_timeout_s,
             vendor_timeout_s=vendor_timeout_s,
+            tls=tls_context(settings.tls_verify, settings.ca_file),
         )
+        if not settings.tls_verify:
+            log.warning(
+                "TLS certificate verification is OFF for this vendor (tls_verify = false)",
+                vendor=vendor,
+                base_url=mask_url(settings.base_url),
+            )
         windows = [parse_window(w) for w in blackouts_of(settings, cls)]
         if windows:
             client.blackout = functools.partial(blackout_remaining_s, windows)
