@@ -83,7 +83,7 @@ ORG_SLUG = "forest-explorers"
 TOKEN_TTL_S = 365 * 86400  # "the JWT token expires after 1 year"
 V3_PER_PAGE = 200
 V2_LIMIT, V2_LIMIT_MIN, V2_LIMIT_MAX = 100, 5, 100
-SETTINGS = {
+SETTINGS: dict[str, Any] = {
     "per_page_max": 200,
     "retry_after_s": None,
     "error_message_key": "Message",
@@ -91,6 +91,8 @@ SETTINGS = {
     "created_status": 201,
     "anchor_date": None,
     "page_cache_mb": 256,  # serialised v3 pages of unchanged data kept (0: none)
+    # Extra logins {email: password} with access to the organisation (tests' own secrets).
+    "users": {},
 }
 DENIED = "Authorization has been denied for this request."
 
@@ -131,6 +133,13 @@ class AmiliaSim(VendorSim):
         if unknown:
             raise ValueError(f"unknown amilia setting(s): {sorted(unknown)}")
         self.settings = {**SETTINGS, **self.settings}
+        self.users = {
+            **USERS,
+            **{
+                str(email).lower(): User(str(pw), frozenset({ORG_ID}))
+                for email, pw in dict(self.settings["users"]).items()
+            },
+        }
         anchor = self.settings["anchor_date"]
         self._anchor = (
             date.fromisoformat(anchor).toordinal() if anchor else today_ordinal(self.clock.now())
@@ -238,7 +247,7 @@ class AmiliaSim(VendorSim):
         if not isinstance(exp, int | float) or exp <= self.clock.now():
             raise ApiError(401, "The token has expired.")
         email = str(claims.get("sub", "")).lower()
-        if email not in USERS:
+        if email not in self.users:
             raise ApiError(401, DENIED)
         return email
 
@@ -248,7 +257,7 @@ class AmiliaSim(VendorSim):
             raise ApiError(400, f"The language '{language}' is not supported; use en or fr.")
         if org.lower() != ORG_SLUG and not (org.isdigit() and int(org) == ORG_ID):
             raise ApiError(404, f"The organization '{org}' was not found.")
-        if ORG_ID not in USERS[email].orgs:
+        if ORG_ID not in self.users[email].orgs:
             raise ApiError(403, "The user is not authorized for this organization.")
 
     async def _authenticate(self, request: web.Request, params: Params) -> web.Response:
@@ -256,7 +265,7 @@ class AmiliaSim(VendorSim):
         if creds is None:
             raise ApiError(401, "Basic authentication (email:password) is required.")
         email, password = creds[0].lower(), creds[1]
-        user = USERS.get(email)
+        user = self.users.get(email)
         if user is None or not hmac.compare_digest(user.password.encode(), password.encode()):
             raise ApiError(401, "The email or password is incorrect.")
         now_s = int(self.clock.now())
