@@ -12,6 +12,7 @@ import dataclasses
 import json
 import types
 import zlib
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -23,6 +24,7 @@ from sandbox.limits import Admission, LimitConfig, Limiter
 from sandbox.stats import VendorStats
 
 CONTROL_PREFIX = "/_sandbox/"
+REQUEST_LOG = 200  # the last requests' method and raw target, for tests that check encoding
 MAX_BODY_BYTES = 256 * 1024**2  # aiohttp's 1 MiB default would refuse real-sized pushes
 
 
@@ -77,6 +79,8 @@ class VendorSim:
         # own data, limits and counters. This instance is the default tenant.
         self.tenant_id: str | None = None
         self._tenants: dict[str, VendorSim] = {}
+        # (method, raw path and query as sent, header names): what a client really sent.
+        self.request_log: deque[dict[str, Any]] = deque(maxlen=REQUEST_LOG)
 
     def _fresh_faults(self) -> Faults:
         faults = Faults(seed=self.options.seed)
@@ -135,6 +139,7 @@ class VendorSim:
     def build(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware], client_max_size=MAX_BODY_BYTES)
         app.router.add_get("/_sandbox/stats", self._get_stats)
+        app.router.add_get("/_sandbox/requests", self._get_requests)
         app.router.add_post("/_sandbox/faults", self._post_faults)
         app.router.add_get("/_sandbox/faults", self._get_faults)
         app.router.add_post("/_sandbox/reset", self._post_reset)
@@ -158,6 +163,9 @@ class VendorSim:
 
     async def _admit_and_handle(self, request: web.Request, handler: Any) -> web.StreamResponse:
         self.stats.arrive(request.path)
+        self.request_log.append(
+            {"method": request.method, "target": request.raw_path, "headers": list(request.headers)}
+        )
         admission = Admission(False, 500)
         status = 500
         try:
@@ -209,6 +217,10 @@ class VendorSim:
                     content_type=resp.content_type,
                 )
         return resp
+
+    async def _get_requests(self, request: web.Request) -> web.Response:
+        """The last requests (oldest first) as received: method, raw target, header names."""
+        return web.json_response(list(self._control_target(request).request_log))
 
     async def _get_stats(self, request: web.Request) -> web.Response:
         """``?tenant=X``: that tenant's counters; ``?tenant=*``: every tenant's."""

@@ -35,7 +35,9 @@ from service.errors import ConfigError
 from service.secrets import mask_url
 from service.validation import (
     DAY_S,
+    HEADER_NAME,
     blackout_remaining_s,
+    check_no_control,
     non_finite,
     parse_duration_s,
     parse_every_s,
@@ -62,6 +64,7 @@ __all__ = [
 # The file ``load_settings`` is reading (a context variable: loads may run concurrently).
 _TOML_FILE: ContextVar[Path | None] = ContextVar("vendorsync_toml_file", default=None)
 VENDOR_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+MAX_STREAM_NAME = 200
 DEFAULT_CONFIG_PATH = Path("config/vendorsync.toml")
 CONFIG_ENV = "VENDORSYNC_CONFIG"
 SECRET_FIELDS = ("password", "client_secret", "api_key", "token")
@@ -174,6 +177,26 @@ class AuthSettings(_Model):
     def _alias(cls, v: Any) -> Any:
         return AUTH_ALIASES.get(v, v) if isinstance(v, str) else v
 
+    @field_validator("username", "client_id", "token_path", "token_field", "scope")
+    @classmethod
+    def _printable(cls, v: str | None) -> str | None:
+        return None if v is None else check_no_control(v)
+
+    @field_validator(*SECRET_FIELDS)
+    @classmethod
+    def _printable_secret(cls, v: SecretStr | None) -> SecretStr | None:
+        # Secrets go into headers: a CR/LF would add a header of the secret's choosing.
+        if v is not None:
+            check_no_control(v.get_secret_value(), "the secret")
+        return v
+
+    @field_validator("header")
+    @classmethod
+    def _header(cls, v: str | None) -> str | None:
+        if v is not None and not HEADER_NAME.match(v):
+            raise ValueError("must be an HTTP header name (letters, digits, '-', no spaces)")
+        return v
+
     @model_validator(mode="after")
     def _read_secret_files(self) -> AuthSettings:
         for name in SECRET_FIELDS:
@@ -184,6 +207,7 @@ class AuthSettings(_Model):
                 value = path.read_text(encoding="utf-8").strip()
             except OSError as exc:
                 raise ValueError(f"{name}_file: cannot read {path}: {exc.strerror}") from None
+            check_no_control(value, f"{name}_file: the secret")
             setattr(self, name, SecretStr(value))
         return self
 
@@ -267,6 +291,10 @@ class VendorSettings(_Model):
         # Stream names resolve case-insensitively, so "User" and "user" would be one stream.
         seen: dict[str, str] = {}
         for name in v:
+            # Names reach logs, labels and SQL values (always bound, never spliced).
+            if not name.strip() or len(name) > MAX_STREAM_NAME:
+                raise ValueError(f"stream names must be 1 to {MAX_STREAM_NAME} characters")
+            check_no_control(name, f"stream name {name.encode('unicode_escape').decode()!r}")
             other = seen.setdefault(name.lower(), name)
             if other != name:
                 raise ValueError(f"streams {other!r} and {name!r} differ only in case")

@@ -88,6 +88,11 @@ def _vendor_problems(vendor: str, vs: VendorSettings) -> list[ConfigError]:
                 key=f"vendors.{vendor}.auth.token_path",
             )
         )
+    if cls.connection_options is not None:
+        try:
+            cls.connection_options.model_validate(vs.options)
+        except ValidationError as exc:
+            problems.extend(_option_problems(exc, f"vendors.{vendor}.options"))
     for stream, ss in vs.streams.items():
         key = f"vendors.{vendor}.streams.{stream}"
         try:
@@ -98,15 +103,17 @@ def _vendor_problems(vendor: str, vs: VendorSettings) -> list[ConfigError]:
                 ConfigError(f"{vendor} has no stream {stream!r} (known: {known})", key=key)
             )
         except ValidationError as exc:
-            for err in exc.errors():
-                where = ".".join(str(p) for p in err["loc"])
-                problems.append(
-                    ConfigError(
-                        err["msg"].removeprefix("Value error, "),
-                        key=f"{key}.options" + (f".{where}" if where else ""),
-                    )
-                )
+            problems.extend(_option_problems(exc, f"{key}.options"))
     return problems
+
+
+def _option_problems(exc: ValidationError, key: str) -> list[ConfigError]:
+    out = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        out.append(ConfigError(msg, key=key + (f".{where}" if where else "")))
+    return out
 
 
 def blackouts_of(settings: VendorSettings, cls: type[Connector]) -> list[str]:
