@@ -437,8 +437,7 @@ async def test_no_secret_reaches_any_output(tmp_path: Path, sweep_db: Db) -> Non
         await cli("wrong status", "status", *w)
         await cli("wrong status --json", "status", "--json", *w)
 
-        ran = await cli("good run --once", "run", "--once", *g)
-        assert "failed" not in ran.stdout.lower() or ran.returncode == 0
+        await cli("good run --once", "run", "--once", *g)
         await cli("good resync aimsio", "resync", "aimsio", "--full", *g)
         await cli("good push", "push", *g, expect=(0, 1))
         await cli("good status", "status", *g)
