@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-reliability lint typecheck pytest demo bench pg browser promtool check-image clean
+.PHONY: install test test-reliability lint typecheck pytest demo bench pg browser promtool check-image audit clean
 
 install: $(STAMP)
 
@@ -51,6 +51,11 @@ bench: install pg
 # Dockerfile (hadolint), compose file (docker-compose config), and the image's install steps.
 check-image: install
 	scripts/check-image.sh
+
+# Known vulnerabilities in the installed dependencies (pip-audit; see scripts/audit.sh):
+# fails on one, warns when no vulnerability service can be reached.
+audit: install
+	scripts/audit.sh
 
 clean:
 	rm -rf $(VENV) var/*.db .mypy_cache .pytest_cache .ruff_cache

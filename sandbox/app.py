@@ -15,6 +15,7 @@ import asyncio
 import dataclasses
 import json
 import zlib
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -28,6 +29,7 @@ from sandbox.limits import Admission, LimitConfig, Limiter
 from sandbox.stats import VendorStats
 
 CONTROL_PREFIX = "/_sandbox/"
+REQUEST_LOG = 200  # the last requests' method and raw target, for tests that check encoding
 MAX_BODY_BYTES = 256 * 1024**2  # aiohttp's 1 MiB default would refuse real-sized pushes
 
 
@@ -117,6 +119,8 @@ class VendorSim:
         self.shared_stats: dict[str, VendorStats] = {}  # client address → counters
         self._route_list: list[AbstractRoute] = []
         self._route_index: dict[int, int] = {}  # id(route) → its place in _route_list
+        # (method, raw path and query as sent, header names): what a client really sent.
+        self.request_log: deque[dict[str, Any]] = deque(maxlen=REQUEST_LOG)
 
     def _fresh_faults(self) -> Faults:
         faults = Faults(seed=self.options.seed)
@@ -181,6 +185,7 @@ class VendorSim:
     def build(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware], client_max_size=MAX_BODY_BYTES)
         app.router.add_get("/_sandbox/stats", self._get_stats)
+        app.router.add_get("/_sandbox/requests", self._get_requests)
         app.router.add_post("/_sandbox/faults", self._post_faults)
         app.router.add_get("/_sandbox/faults", self._get_faults)
         app.router.add_post("/_sandbox/reset", self._post_reset)
@@ -229,6 +234,9 @@ class VendorSim:
         self.stats.arrive(request.path)
         if shared is not None:
             shared.arrive(request.path)
+        self.request_log.append(
+            {"method": request.method, "target": request.raw_path, "headers": list(request.headers)}
+        )
         admission = Admission(False, 500)
         status = 500
         try:
@@ -284,6 +292,10 @@ class VendorSim:
                     content_type=resp.content_type,
                 )
         return resp
+
+    async def _get_requests(self, request: web.Request) -> web.Response:
+        """The last requests (oldest first) as received: method, raw target, header names."""
+        return web.json_response(list(self._control_target(request).request_log))
 
     async def _get_stats(self, request: web.Request) -> web.Response:
         """``?tenant=X``: that tenant's counters; ``?tenant=*``: every tenant's. Where tenants

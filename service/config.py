@@ -35,7 +35,9 @@ from service.errors import ConfigError
 from service.secrets import mask_url
 from service.validation import (
     DAY_S,
+    HEADER_NAME,
     blackout_remaining_s,
+    check_no_control,
     non_finite,
     parse_duration_s,
     parse_every_s,
@@ -62,6 +64,7 @@ __all__ = [
 # The file ``load_settings`` is reading (a context variable: loads may run concurrently).
 _TOML_FILE: ContextVar[Path | None] = ContextVar("vendorsync_toml_file", default=None)
 VENDOR_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+MAX_STREAM_NAME = 200
 DEFAULT_CONFIG_PATH = Path("config/vendorsync.toml")
 CONFIG_ENV = "VENDORSYNC_CONFIG"
 SECRET_FIELDS = ("password", "client_secret", "api_key", "token")
@@ -174,6 +177,26 @@ class AuthSettings(_Model):
     def _alias(cls, v: Any) -> Any:
         return AUTH_ALIASES.get(v, v) if isinstance(v, str) else v
 
+    @field_validator("username", "client_id", "token_path", "token_field", "scope")
+    @classmethod
+    def _printable(cls, v: str | None) -> str | None:
+        return None if v is None else check_no_control(v)
+
+    @field_validator(*SECRET_FIELDS)
+    @classmethod
+    def _printable_secret(cls, v: SecretStr | None) -> SecretStr | None:
+        # Secrets go into headers: a CR/LF would add a header of the secret's choosing.
+        if v is not None:
+            check_no_control(v.get_secret_value(), "the secret")
+        return v
+
+    @field_validator("header")
+    @classmethod
+    def _header(cls, v: str | None) -> str | None:
+        if v is not None and not HEADER_NAME.match(v):
+            raise ValueError("must be an HTTP header name (letters, digits, '-', no spaces)")
+        return v
+
     @model_validator(mode="after")
     def _read_secret_files(self) -> AuthSettings:
         for name in SECRET_FIELDS:
@@ -184,6 +207,7 @@ class AuthSettings(_Model):
                 value = path.read_text(encoding="utf-8").strip()
             except OSError as exc:
                 raise ValueError(f"{name}_file: cannot read {path}: {exc.strerror}") from None
+            check_no_control(value, f"{name}_file: the secret")
             setattr(self, name, SecretStr(value))
         return self
 
@@ -232,6 +256,11 @@ class VendorSettings(_Model):
     # parallel slot stays taken until then. None: ``timeout_s`` (the request's own bound).
     vendor_timeout_s: Seconds | None = None
     connect_timeout_s: Seconds = 10.0
+    # HTTPS certificate checks. Off only by this explicit per-connection switch (logged as
+    # a warning by every command that talks to the vendor); ``ca_file`` trusts a private CA
+    # (a PEM bundle) instead of the system's.
+    tls_verify: bool = True
+    ca_file: Path | None = None
     schedule: str = "every 15m"
     auth: AuthSettings = Field(default_factory=AuthSettings)
     retry: RetrySettings = Field(default_factory=RetrySettings)
@@ -262,6 +291,10 @@ class VendorSettings(_Model):
         # Stream names resolve case-insensitively, so "User" and "user" would be one stream.
         seen: dict[str, str] = {}
         for name in v:
+            # Names reach logs, labels and SQL values (always bound, never spliced).
+            if not name.strip() or len(name) > MAX_STREAM_NAME:
+                raise ValueError(f"stream names must be 1 to {MAX_STREAM_NAME} characters")
+            check_no_control(name, f"stream name {name.encode('unicode_escape').decode()!r}")
             other = seen.setdefault(name.lower(), name)
             if other != name:
                 raise ValueError(f"streams {other!r} and {name!r} differ only in case")
@@ -278,6 +311,16 @@ class VendorSettings(_Model):
         for window in v or []:
             parse_window(window)
         return v
+
+    @model_validator(mode="after")
+    def _tls(self) -> VendorSettings:
+        if self.ca_file is None:
+            return self
+        if not self.tls_verify:
+            raise ValueError("ca_file: has no effect with tls_verify = false; drop one of them")
+        if not self.ca_file.is_file():
+            raise ValueError(f"ca_file: not a readable file: {self.ca_file}")
+        return self
 
     def enabled_streams(self) -> list[str]:
         return [name for name, s in self.streams.items() if s.enabled]
@@ -493,7 +536,17 @@ def config_warnings(settings: Settings) -> list[str]:
                 f"{vendor.vendor_timeout_s:g}s: an abandoned request keeps its parallel slot "
                 "until the vendor ends it, so a shorter timeout only wastes slots"
             )
-    return warnings + expiry_warnings(settings, datetime.now(UTC).date())
+    return warnings + tls_warnings(settings) + expiry_warnings(settings, datetime.now(UTC).date())
+
+
+def tls_warnings(settings: Settings) -> list[str]:
+    """One line per enabled connection whose HTTPS certificates are not checked."""
+    return [
+        f"vendors.{name}.tls_verify: false: TLS certificates of {name} are NOT verified "
+        "(anyone on the path can read its credentials); use ca_file for a private CA"
+        for name, vendor in settings.vendors.items()
+        if vendor.enabled and not vendor.tls_verify
+    ]
 
 
 EXPIRY_WARN_DAYS = 30

@@ -10,7 +10,8 @@ SyncError                      root; only cli and daemon catch it broadly
 │   ├── FatalError             stop the stream, mark the run failed
 │   │   ├── AuthError          401/403, token refresh failed
 │   │   ├── RequestRejected    other 4xx; .status, a short body excerpt (no secrets)
-│   │   └── ParseError         unexpected payload shape; pagination loop
+│   │   ├── ParseError         unexpected payload shape; pagination loop
+│   │   └── TlsError           the vendor's certificate is not trusted (never retried)
 │   └── SkippableError         count it in the run, continue
 │       └── InvalidRecord      .record_key
 └── StagingError               database errors translated in service.db
@@ -96,6 +97,10 @@ class RequestRejected(FatalError):
 
 class ParseError(FatalError):
     """The vendor answered with a shape we do not understand."""
+
+
+class TlsError(FatalError):
+    """The vendor's TLS certificate failed verification: retrying cannot fix it."""
 
 
 class SkippableError(VendorError):

@@ -87,7 +87,22 @@ def validate_http_url(url: str) -> str:
         raise ValueError(f"not a valid URL (bad host or port): {shown!r}") from None
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         raise ValueError(f"must be an http(s) URL with a host, got {shown!r}")
+    # Request paths are appended to it: a query or fragment here would swallow them.
+    if "?" in url or "#" in url:
+        raise ValueError(f"must not contain a query or fragment ('?' or '#'): {shown!r}")
     return url.rstrip("/")
+
+
+def check_no_control(text: str, what: str = "value") -> str:
+    """``text`` unless it holds a control character (CR/LF would split an HTTP header or a
+    log line). The message never repeats ``text``: it may be a secret."""
+    if _CONTROL.search(text):
+        raise ValueError(f"{what} must not contain control characters (CR, LF, NUL, ...)")
+    return text
+
+
+# An HTTP header name (RFC 9110 token).
+HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 
 _DB_SCHEME = re.compile(r"^([A-Za-z0-9_]+)(\+[A-Za-z0-9_]+)?://(.*)$", re.S)

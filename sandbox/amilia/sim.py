@@ -98,7 +98,7 @@ ORG_SLUG = "forest-explorers"
 TOKEN_TTL_S = 365 * 86400  # "the JWT token expires after 1 year"
 V3_PER_PAGE = 200
 V2_LIMIT, V2_LIMIT_MIN, V2_LIMIT_MAX = 100, 5, 100
-SETTINGS = {
+SETTINGS: dict[str, Any] = {
     "per_page_max": 200,
     "retry_after_s": None,
     "error_message_key": "Message",

@@ -52,7 +52,9 @@ class TaskOptions(BaseModel):
     version: str | None = None  # None or "latest": the version tagged latest
     service: str = Field(min_length=1)
     body: Any = None  # sent as JSON; None sends an empty body
-    content_type: str = "application/json"
+    content_type: str = Field(
+        "application/json", pattern=r"^[\w.+-]+/[\w.+-]+(;[^\x00-\x1f\x7f]*)?$"
+    )
     poll_min_s: float = Field(default=1.0, gt=0)
     poll_max_s: float = Field(default=5.0, gt=0)
     deadline_s: float = Field(default=3600.0, gt=0)

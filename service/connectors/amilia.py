@@ -46,9 +46,11 @@ class AmiliaOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    org: str = "8008"
+    # An id or slug: it is a URL path segment, so nothing that could end or extend it.
+    org: str = Field("8008", pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
     language: Literal["en", "fr"] = "en"
-    origin: str = "vendorsync"  # the X-Amilia-Origin header (partner email or org name)
+    # The X-Amilia-Origin header (partner email or org name): no CR/LF to split it.
+    origin: str = Field("vendorsync", pattern=r"^[^\x00-\x1f\x7f]{1,200}$")
     per_page: int = Field(200, ge=1, le=1000)
     # The seed: "you can always use a limit query string parameter to control the page size".
     page_param: Literal["perPage", "limit"] = "perPage"
@@ -199,6 +201,7 @@ class AmiliaConnector(Connector):
     # Amilia counts 100 calls/s per client IP: every organisation read from one egress
     # address shares that budget (``limit_group`` splits them when egress addresses differ).
     default_limit_group = "amilia"
+    connection_options = AmiliaOptions
 
     def __init__(self, settings: VendorSettings, client: VendorClient) -> None:
         super().__init__(settings, client)

@@ -124,6 +124,9 @@ class Connector:
     stream_specs: ClassVar[tuple[StreamSpec, ...]] = ()
     push_entities: ClassVar[tuple[str, ...]] = ()
     stream_options: ClassVar[type[BaseModel] | None] = None
+    # The model of ``[vendors.<name>] options``, if the connector has one (check-config
+    # validates it, so a bad value fails before any run).
+    connection_options: ClassVar[type[BaseModel] | None] = None
     # The vendor's login details that config need not repeat (token path, header, …):
     # the runtime builds the auth kind the config names from these plus the config.
     auth_defaults: ClassVar[dict[str, Any]] = {}

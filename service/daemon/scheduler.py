@@ -92,6 +92,7 @@ class Daemon:
         self.failures = 0  # stream runs and pushes that failed (for `run --once`'s exit code)
         self.busy = 0  # stream runs skipped because another process held the stream
         self.health_url: str | None = None  # set once the health server listens
+        self.health_sockets: list[tuple[str, int]] = []
         self.replica: Replica | None = None  # the daemon's share of the limit groups
         self._triggers: dict[tuple[str, str], BaseTrigger] = {}
 
@@ -360,6 +361,8 @@ class Daemon:
         site = web.TCPSite(runner, self.settings.daemon.host, self.settings.daemon.port)
         await site.start()
         server: Any = site._server  # aiohttp exposes the bound port only here (port 0)
+        # What the server really listens on (tests check it is loopback unless configured).
+        self.health_sockets = [s.getsockname()[:2] for s in server.sockets] if server else []
         port = server.sockets[0].getsockname()[1] if server else 0
         self.health_url = f"http://{self.settings.daemon.host}:{port}"
         log.info("health server", url=self.health_url)

@@ -27,6 +27,7 @@ from service.config import (
     Settings,
     VendorSettings,
     blackout_remaining_s,
+    mask_url,
     parse_window,
 )
 from service.connectors import REGISTRY, Connector, connector_class
@@ -35,6 +36,7 @@ from service.engine.groups import LimitGroup, group_of, group_problems
 from service.engine.lease import HeldLease
 from service.errors import ConfigError
 from service.http import HttpClient, HttpMetrics, RetryPolicy, VendorClient, VendorLimiter
+from service.http.client import tls_context
 from service.http.logins import LoginSpec, build_auth
 
 Clock = Callable[[], datetime]
@@ -86,6 +88,11 @@ def _vendor_problems(vendor: str, vs: VendorSettings) -> list[ConfigError]:
                 key=f"vendors.{vendor}.auth.token_path",
             )
         )
+    if cls.connection_options is not None:
+        try:
+            cls.connection_options.model_validate(vs.options)
+        except ValidationError as exc:
+            problems.extend(_option_problems(exc, f"vendors.{vendor}.options"))
     for stream, ss in vs.streams.items():
         key = f"vendors.{vendor}.streams.{stream}"
         try:
@@ -96,15 +103,17 @@ def _vendor_problems(vendor: str, vs: VendorSettings) -> list[ConfigError]:
                 ConfigError(f"{vendor} has no stream {stream!r} (known: {known})", key=key)
             )
         except ValidationError as exc:
-            for err in exc.errors():
-                where = ".".join(str(p) for p in err["loc"])
-                problems.append(
-                    ConfigError(
-                        err["msg"].removeprefix("Value error, "),
-                        key=f"{key}.options" + (f".{where}" if where else ""),
-                    )
-                )
+            problems.extend(_option_problems(exc, f"{key}.options"))
     return problems
+
+
+def _option_problems(exc: ValidationError, key: str) -> list[ConfigError]:
+    out = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        out.append(ConfigError(msg, key=key + (f".{where}" if where else "")))
+    return out
 
 
 def blackouts_of(settings: VendorSettings, cls: type[Connector]) -> list[str]:
@@ -252,7 +261,14 @@ class Runtime:
             timeout_s=settings.timeout_s,
             connect_timeout_s=settings.connect_timeout_s,
             vendor_timeout_s=vendor_timeout_s,
+            tls=tls_context(settings.tls_verify, settings.ca_file),
         )
+        if not settings.tls_verify:
+            log.warning(
+                "TLS certificate verification is OFF for this vendor (tls_verify = false)",
+                vendor=vendor,
+                base_url=mask_url(settings.base_url),
+            )
         windows = [parse_window(w) for w in blackouts_of(settings, cls)]
         if windows:
             client.blackout = functools.partial(blackout_remaining_s, windows)

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import random
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from datetime import datetime
+from pathlib import Path
 from types import SimpleNamespace, TracebackType
 from typing import Any, Self
 
@@ -32,6 +34,20 @@ log = structlog.get_logger("service.http")
 
 DEFAULT_CONNECTOR_LIMIT = 100
 Sleep = Callable[[float], Awaitable[Any]]
+
+
+def tls_context(verify: bool = True, ca_file: Path | None = None) -> ssl.SSLContext | bool:
+    """What aiohttp's ``ssl=`` takes for one vendor: True (system CAs, verified), a context
+    trusting ``ca_file`` (verified), or False (no certificate check at all)."""
+    if not verify:
+        return False
+    if ca_file is None:
+        return True
+    try:
+        return ssl.create_default_context(cafile=str(ca_file))
+    except (OSError, ssl.SSLError) as exc:
+        reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc
+        raise ConfigError(f"cannot load CA certificates from {ca_file}: {reason}") from None
 
 
 def _sent_trace() -> aiohttp.TraceConfig:
@@ -151,8 +167,12 @@ class HttpClient:
         connect_timeout_s: float = 10.0,
         default_headers: Mapping[str, str] | None = None,
         vendor_timeout_s: float | None = None,
+        tls: ssl.SSLContext | bool = True,
     ) -> VendorClient:
         """Add a vendor; its limiter must be the one shared by all its streams.
+
+        ``tls`` is the vendor's certificate policy (see ``tls_context``); the session is
+        shared, so it applies per request.
 
         ``vendor_timeout_s`` (default ``timeout_s``): how long after sending the vendor
         may keep working on a request we abandoned, holding one of its parallel slots.
@@ -176,6 +196,7 @@ class HttpClient:
             connect_timeout_s=connect_timeout_s,
             default_headers=dict(default_headers or {}),
             vendor_timeout_s=vendor_timeout_s,
+            tls=tls,
         )
         self._vendors[vendor] = client
         if self.metrics is not None:

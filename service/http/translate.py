@@ -18,6 +18,7 @@ from service.errors import (
     RateLimited,
     RequestRejected,
     ServerError,
+    TlsError,
     TransportError,
     VendorError,
 )
@@ -92,6 +93,14 @@ def translate_error(exc: BaseException, *, vendor: str | None, url: str | URL) -
     if isinstance(exc, aiohttp.ClientPayloadError):
         return TransportError(
             f"truncated or corrupt body from {safe} ({kind})", vendor=vendor, url=safe
+        )
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        reason = getattr(exc.certificate_error, "verify_message", None) or exc.certificate_error
+        return TlsError(
+            f"TLS certificate verification failed for {safe}: {reason} "
+            "(trust a private CA with ca_file, or set tls_verify = false)",
+            vendor=vendor,
+            url=safe,
         )
     if isinstance(exc, aiohttp.TooManyRedirects):
         return ParseError(f"too many redirects from {safe}", vendor=vendor, url=safe)

@@ -12,6 +12,7 @@ body) or that never connected frees its slot at once.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -110,8 +111,10 @@ class VendorClient:
         connect_timeout_s: float,
         default_headers: dict[str, str],
         vendor_timeout_s: float | None = None,
+        tls: ssl.SSLContext | bool = True,
     ) -> None:
         self._owner = owner
+        self.tls = tls
         # Seconds until the vendor's current blackout window ends (0.0: none); set by the
         # runtime from config. A retriable failure inside a window waits it out.
         self.blackout: Callable[[datetime], float] | None = None
@@ -284,6 +287,7 @@ class VendorClient:
                     headers=headers,
                     timeout=self.stream_timeout if streaming else self.timeout,
                     trace_request_ctx=grant,
+                    ssl=self.tls,
                     **send,
                 )
             )

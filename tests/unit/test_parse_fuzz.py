@@ -244,8 +244,8 @@ async def test_imis_a_next_offset_pointing_back_is_a_loop_not_an_endless_walk() 
 
 # --- what the fuzzers found, pinned ------------------------------------------------------------
 def test_an_import_counter_in_superscript_digits_is_a_parse_error() -> None:
+    body = {"dtype": "IntegrationImportResult", "numberOfEntitiesCreated": "¹"}
     with pytest.raises(ParseError, match="not a count"):
-        body = {"dtype": "IntegrationImportResult", "numberOfEntitiesCreated": "¹"}
         aimsio.parse_import_result("User", ["a"], body)
 
 
