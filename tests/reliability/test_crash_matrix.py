@@ -9,9 +9,11 @@ and payload hash), the checkpoint is not ahead of the staged rows, the sandbox s
 limit violation. Between trials the sandbox changes, deletes and adds rows; every other
 trial is a ``--full`` re-read, so kills also land in long runs.
 
-The AIMMS PRO task exchange is killed mostly between creating its task and reading the
-result. The push engine has its own trials: each enqueues new users, updates of earlier
-ones and a row the vendor refuses, kills ``vendorsync push``, runs it until the outbox is
+The AIMMS PRO task exchange is killed 0.1-1.6 s after its task exists (mostly before the
+result is read); the rerun must follow that task, and no task may be left at the vendor.
+The push engine has its own trials: each enqueues new users, updates of earlier ones and a
+row the vendor refuses, kills ``vendorsync push`` (every other trial within 30 ms of the
+vendor taking a batch, before the outcomes are recorded), runs it until the outbox is
 drained, then checks every outbox row against what the sandbox received (its upsert is
 wrapped to log each row and its fate): no row lost, none sent twice with different
 outcomes, every final status the vendor's verdict, the vendor holding each key's newest row.
@@ -531,9 +533,19 @@ async def test_killed_pushes_lose_nothing_and_never_contradict(db_url: str, tmp_
             rows.write_text("".join(json.dumps(r) + "\n" for r in push_rows(trial)))
             await finish("push", "enqueue", "--file", str(rows), "--vendor", "aimsio",
                          "--entity", "User", "--config", str(cfg), cwd=tmp_path)  # fmt: skip
+            seen = len(receipts)
             proc = await vendorsync("push", "--config", str(cfg), cwd=tmp_path)
+            delay = rng.uniform(0.2, 3.0)
+            if trial % 2 == 0:
+                # Every other kill lands just after the vendor took a batch: before its
+                # outcomes are recorded, the window where a row could be sent twice.
+                for _ in range(3000):  # 60 s at most
+                    if len(receipts) > seen or proc.returncode is not None:
+                        break
+                    await asyncio.sleep(0.01)
+                delay = rng.uniform(0.0, 0.03)
             try:
-                await asyncio.wait_for(proc.wait(), rng.uniform(0.2, 3.0))
+                await asyncio.wait_for(proc.wait(), delay)
                 finished += 1
             except TimeoutError:
                 proc.send_signal(signal.SIGKILL)
