@@ -435,7 +435,8 @@ def run(
 
     run_async(go())
     if once and daemon.failures:
-        fail(f"{daemon.failures} run(s) failed (see the log above)", 1)
+        first = f"; first: {daemon.first_failure}" if daemon.first_failure else ""
+        fail(f"{daemon.failures} run(s) failed{first} (see the log above)", 1)
 
 
 push_app = typer.Typer(help="Send the push outbox to the vendors, or add rows to it.")

@@ -268,6 +268,11 @@ class TaskQueue:
         if not group.runs:
             self.groups.pop(group.id, None)
 
+    @property
+    def created(self) -> int:
+        """Runs ever created (deleted ones included)."""
+        return self._seq
+
     def runs(self) -> Iterator[Run]:
         """Live runs in creation order."""
         for run in self._order:

@@ -9,6 +9,9 @@
   keyed by id (``id#groupIndex`` for runs of a scheduled series), cursor = state.
 * **Task exchange** (configured streams, ``ExchangeOptions``): run a DEX service as a task
   and stage its response (JSON, or CSV streamed) by a declared key; see ``aimms_tasks``.
+  The task id is checkpointed once created, so a run killed before it read the result
+  leaves the task to the next (non ``--full``) run, which follows it instead of creating
+  the same work again.
 * **Push** (entity ``task``): a batch of rows is one task's JSON body (``options.push``);
   every row shares its task's outcome.
 
@@ -20,9 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from datetime import datetime
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ValidationError
@@ -39,11 +44,12 @@ from service.connectors.aimms_tasks import (
 )
 from service.connectors.base import Connector, PushOutcome, StreamContext, StreamSpec
 from service.connectors.paging import JobFailed, JobTimeout
-from service.errors import AuthError, FatalError, ParseError, RetriableError
+from service.errors import AuthError, FatalError, ParseError, RequestRejected, RetriableError
 from service.models import JSON, Batch, Record
 
 V1 = "/pro-api/v1"
 VENDOR = "aimms"
+RESUME_WITHIN_S = 86_400.0  # an older task of a killed run is not followed: its data is old
 
 # Stream → (default path, scope, record key of one item). Paths of the "Authentication"
 # section were not retrieved from the vendor: they are assumptions, configurable.
@@ -198,7 +204,17 @@ class AimmsConnector(Connector):
                 raise FatalError("body_from needs staged rows (run through the engine)")
             staged = await ctx.staged_rows(source.vendor or ctx.vendor, source.stream)
             body = staged_body(staged, source)
-        task_id = await runner.create(opts, encode_body(body))
+        payload = encode_body(body)
+        sig = task_signature(opts, payload)
+        task_id = await self._resumable(runner, ctx, sig)
+        if task_id is None:
+            task_id = await runner.create(opts, payload)
+            # Saved before the wait: a run killed from here on leaves the task to the next
+            # run, which follows it instead of starting the same work again.
+            pending: JSON = {"pending": {"task": task_id, "sig": sig, "at": ctx.now().isoformat()}}
+            yield Batch([], state=pending, marks=())
+        else:
+            ctx.note(f"resumed task {task_id} of an interrupted run")
         task = await runner.wait(task_id, opts)
         state: JSON = {"task": task.id, "state": task.state}
         spec = self.configured_spec(stream, opts)
@@ -217,6 +233,27 @@ class AimmsConnector(Connector):
         if opts.delete_completed:
             await runner.delete(task_id)
         yield Batch([], state={**state, "rows": count}, marks=(), complete=True)
+
+    async def _resumable(self, runner: TaskRunner, ctx: StreamContext, sig: str) -> str | None:
+        """The task an interrupted run of this exchange created, when it was made from the
+        same service and body less than a day ago and PRO still has it (not failed)."""
+        pending = (ctx.state or {}).get("pending") if isinstance(ctx.state, dict) else None
+        if not isinstance(pending, dict) or pending.get("sig") != sig:
+            return None
+        task_id, at = pending.get("task"), pending.get("at")
+        try:
+            age_s = (ctx.now() - datetime.fromisoformat(str(at))).total_seconds()
+        except (TypeError, ValueError):  # not a time, or naive against aware
+            return None
+        if not isinstance(task_id, str) or not 0 <= age_s < RESUME_WITHIN_S:
+            return None
+        try:
+            task = await runner.get(task_id)
+        except RequestRejected as exc:
+            if exc.status == 404:  # deleted (after its rows were read) or purged
+                return None
+            raise
+        return None if task.state == "failed" else task.id
 
     def _options(self, stream: str) -> dict[str, Any]:
         configured = self.settings.streams.get(stream)
@@ -264,6 +301,13 @@ class AimmsConnector(Connector):
         if opts.delete_completed:
             await runner.delete(task_id)
         return [PushOutcome(k, "accepted", f"task {task_id} completed") for k in keys]
+
+
+def task_signature(opts: TaskOptions, body: bytes) -> str:
+    """What makes two task creations the same work: the service path, type and body."""
+    digest = hashlib.sha256(f"{opts.create_path()}\n{opts.content_type}\n".encode())
+    digest.update(body)
+    return digest.hexdigest()[:32]
 
 
 def encode_body(body: Any) -> bytes:

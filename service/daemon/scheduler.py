@@ -90,6 +90,7 @@ class Daemon:
         self._accepting = True
         self._scheduler: AsyncIOScheduler | None = None
         self.failures = 0  # stream runs and pushes that failed (for `run --once`'s exit code)
+        self.first_failure: str | None = None  # "vendor/stream: error", for that exit's line
         self.busy = 0  # stream runs skipped because another process held the stream
         self.health_url: str | None = None  # set once the health server listens
         self.health_sockets: list[tuple[str, int]] = []
@@ -147,15 +148,20 @@ class Daemon:
             except SyncError as exc:
                 log.error("run failed", vendor=vendor, stream=stream, error=str(exc))
                 self.metrics.runs.labels(vendor=vendor, stream=stream, status="failed").inc()
-                self.failures += 1
+                self._failed(f"{vendor}/{stream}: {exc}")
                 return
             finally:
                 self._active.discard((vendor, stream))
             self.metrics.observe_run(result, time.time())
             if result.status != "succeeded":
-                self.failures += 1
+                self._failed(f"{vendor}/{stream}: {result.error or result.status}")
 
         await self._tracked(go())
+
+    def _failed(self, what: str) -> None:
+        self.failures += 1
+        if self.first_failure is None:
+            self.first_failure = what
 
     async def _tick_served(self, rt: Runtime, vendor: str, stream: str) -> bool:
         trigger = self._triggers.get((vendor, stream))
@@ -237,7 +243,7 @@ class Daemon:
                 await push_once(rt)
             except SyncError as exc:
                 log.error("push failed", error=str(exc))
-                self.failures += 1
+                self._failed(f"push: {exc}")
 
         await self._tracked(go())
 

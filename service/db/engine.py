@@ -7,6 +7,7 @@ Tables are created only by Alembic migrations (``migrate``); service code never 
 from __future__ import annotations
 
 import functools
+import os
 import re
 import shlex
 import sqlite3
@@ -38,6 +39,7 @@ MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
 WAL_SWITCH_ATTEMPTS = 100  # x 50 ms
 SQLITE_BUSY_TIMEOUT_MS = 5000
 MIN_SQLITE = (3, 35)
+LOW_DISK_BYTES = 1 << 20  # below this, an I/O error of SQLite is taken for a full disk
 MIGRATION_LOCK_ID = 0x76656E64  # PostgreSQL advisory lock key held while migrating ("vend")
 
 # --- errors -------------------------------------------------------------------------------
@@ -52,6 +54,60 @@ def _describe(exc: BaseException) -> str:
     lines = _SA_LINK.sub("", str(orig)).strip().splitlines()
     text = lines[0].strip() if lines else ""
     return mask_url(f"{type(orig).__name__}: {text}" if text else type(orig).__name__)
+
+
+# SQLite files engines were made for: "unable to open database file" names no path, so the
+# translation looks here for the one whose folder cannot be written.
+_SQLITE_FILES: set[Path] = set()
+_READ_ONLY = ("readonly database", "read-only transaction", "read-only file system")
+_FULL = ("database or disk is full", "no space left on device", "disk full")
+
+
+def _unwritable_sqlite() -> Path | None:
+    for path in sorted(_SQLITE_FILES):
+        folder = path.parent
+        if folder.is_dir() and not os.access(folder, os.W_OK):
+            return path
+        if path.exists() and not os.access(path, os.W_OK):
+            return path
+    return None
+
+
+def _full_sqlite() -> str | None:
+    for path in sorted(_SQLITE_FILES):
+        try:
+            st = os.statvfs(path.parent)
+        except OSError:
+            continue
+        free = st.f_bavail * st.f_frsize
+        if free < LOW_DISK_BYTES:
+            return f"{free // 1024} KiB free on the file system of {path.parent}"
+    return None
+
+
+def _condition(exc: BaseException, text: str) -> tuple[str, str]:
+    """What a storage failure means for the user ("database is read-only", "database disk
+    is full", or the generic "database error"), and the driver text, completed when the
+    driver's own words do not say it."""
+    lowered = text.lower()
+    orig = getattr(exc, "orig", None) or exc
+    sqlstate = str(getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None) or "")
+    if sqlstate == "25006" or any(w in lowered for w in _READ_ONLY):
+        return "database is read-only", text
+    if sqlstate.startswith("53") or any(w in lowered for w in _FULL):
+        return "database disk is full", text
+    if "disk i/o error" in lowered:
+        # SQLite reports a full disk as an I/O error when it cannot grow its -shm file.
+        full = _full_sqlite()
+        if full is not None:
+            return "database disk is full", f"{text} ({full})"
+    if "unable to open database file" in lowered:
+        path = _unwritable_sqlite()
+        if path is not None:
+            # SQLite writes a -wal and a -shm file beside the database, even to read it.
+            why = f"{text} ({path.parent} is not writable: read-only file system or permissions)"
+            return "database is read-only", why
+    return "database error", text
 
 
 _TRANSLATED: tuple[type[BaseException], ...] = (
@@ -85,14 +141,21 @@ class _TranslateDbErrors:
     ) -> None:
         if exc is None:
             return
-        if type(exc) is StagingError and self.op and not str(exc).startswith("database error"):
+        if type(exc) is StagingError and self.op and " while " not in str(exc).split(":")[0]:
             # Translated by an inner function: name the operation it was part of.
-            raise StagingError(f"database error while {self.op}: {exc}") from exc.__cause__
+            cause = exc.__cause__
+            if isinstance(cause, _TRANSLATED):
+                what, text = _condition(cause, _describe(cause))
+            else:
+                what, text = "database error", str(exc)
+            raise StagingError(f"{what} while {self.op}: {text}") from cause
         if isinstance(exc, SyncError):
             return
         if isinstance(exc, _TRANSLATED):
-            where = f"database error while {self.op}: " if self.op else ""
-            raise StagingError(where + _describe(exc)) from exc
+            what, text = _condition(exc, _describe(exc))
+            if self.op:
+                raise StagingError(f"{what} while {self.op}: {text}") from exc
+            raise StagingError(text if what == "database error" else f"{what}: {text}") from exc
 
     def __call__(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
         @functools.wraps(fn)
@@ -201,7 +264,9 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
                 "(UPSERT with RETURNING)"
             )
         if u.database and u.database != ":memory:" and not u.database.startswith("file:"):
-            _sqlite_parent(Path(u.database).expanduser())
+            path = Path(u.database).expanduser()
+            _sqlite_parent(path)
+            _SQLITE_FILES.add(path.resolve())
         try:
             engine = create_async_engine(
                 u, echo=echo, hide_parameters=not echo, connect_args=connect_args

@@ -31,7 +31,7 @@ from service.config import (
     parse_window,
 )
 from service.connectors import REGISTRY, Connector, connector_class
-from service.db import check_schema, create_engine
+from service.db import check_schema, create_engine, translate_db_errors
 from service.engine.groups import LimitGroup, group_of, group_problems
 from service.engine.lease import HeldLease
 from service.errors import ConfigError
@@ -215,7 +215,8 @@ class Runtime:
                 self._db = engine
             check_streams(self.settings)
             if self._require_schema:
-                await check_schema(self._db)
+                with translate_db_errors("reading the schema version"):
+                    await check_schema(self._db)
             pool = sum(v.max_parallel for v in self.settings.vendors.values() if v.enabled)
             self._http = HttpClient(connector_limit=max(pool, 10), metrics=self._metrics)
             await self._stack.enter_async_context(self._http)

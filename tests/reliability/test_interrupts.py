@@ -91,7 +91,7 @@ def test_full_disk_while_migrating(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     result = invoke("migrate", "--config", str(config(tmp_path)))
     assert result.exit_code == 1
     [line] = error_lines(result)
-    assert line.startswith("error: database error while migrating: OperationalError: "), line
+    assert line.startswith("error: database disk is full while migrating: OperationalError: ")
     assert "full" in line
 
 
@@ -105,7 +105,7 @@ def test_full_disk_while_enqueueing(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     result = invoke("push", "enqueue", "--file", str(rows), "--config", cfg)
     assert result.exit_code == 1
     [line] = error_lines(result)
-    assert line.startswith("error: database error while adding rows to the push outbox: "), line
+    assert line.startswith("error: database disk is full while adding rows to the push outbox")
     assert "full" in line
 
 

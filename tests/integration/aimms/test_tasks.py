@@ -4,9 +4,15 @@ interrupted, a zero-concurrency licence, and a key without the Tasks scope."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.db import fetch_live
+from service.connectors.aimms import task_signature
+from service.connectors.aimms_tasks import TaskOptions
+from service.db import fetch_live, save_state
 from service.engine.runtime import Runtime
 from service.engine.sync import execute_stream, run_stream
 from tests.integration.aimms.conftest import (
@@ -202,3 +208,36 @@ async def test_a_task_queued_behind_a_running_one_is_not_a_licence_problem(
     assert result.status == "failed"
     assert "licence" not in (result.error or "")
     assert "not finished after 1s" in (result.error or ""), result.error
+
+
+async def test_a_killed_runs_task_is_followed_not_created_again(
+    engine: AsyncEngine, db_url: str, aimms_sandbox: StartAimms
+) -> None:
+    """A run killed after creating its task left it checkpointed: the next run follows that
+    task to its end and stages its response; no second task is created."""
+    sb = await aimms_sandbox(records=12)
+    options = exchange(delete_completed=True)
+    settings = aimms_settings(db_url, sb.base_url, streams={"export": options})
+    async with aiohttp.ClientSession(headers={"apikey": "demo-apikey-all-scopes"}) as http:
+        url = f"{sb.url('aimms')}{TASKS}/SupplyPlanner/export_users"
+        async with http.post(url, data=b"") as resp:
+            assert resp.status in (200, 201), await resp.text()
+            left = (await resp.json())["id"]
+    sig = task_signature(TaskOptions.model_validate(options_only(options)), b"")
+    pending = {"task": left, "sig": sig, "at": datetime.now(UTC).isoformat()}
+    async with engine.begin() as conn:
+        await save_state(conn, "aimms", "export", {"pending": pending}, now=datetime.now(UTC))
+    async with Runtime(settings, db=engine) as rt:
+        result = await run_stream(rt, "aimms", "export", "manual")
+        async with engine.connect() as conn:
+            live = await fetch_live(conn, "aimms", "export")
+    assert result.counts.inserted == 12
+    assert f"resumed task {left}" in (result.note or "")
+    assert live == {str(u["id"]): u for u in await vendor_get(sb, USERS)}
+    assert sb.sims["aimms"].queue.created == 1  # type: ignore[attr-defined]
+    assert await vendor_get(sb, TASKS) == []  # followed to its end, then deleted
+
+
+def options_only(stream: dict[str, Any]) -> dict[str, Any]:
+    """The task part of an exchange definition (what the signature covers)."""
+    return {k: v for k, v in stream.items() if k in TaskOptions.model_fields}
