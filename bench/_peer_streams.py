@@ -64,6 +64,7 @@ def settings(stream: Stream, url: str, db_url: str) -> Settings:
             "rate_per_s": 1000,
             "auth": {"kind": "password_grant", "username": "demo", "password": "demo-secret"},
             "options": {"time_zone": "UTC", "page_size": 100},
+            "blackouts": [],  # the bench's sandbox has no restore windows
         }
     return Settings.model_validate(
         {

@@ -48,7 +48,7 @@ def start_sandbox(records: int, polite: int) -> tuple[subprocess.Popen[str], str
 
         async def main():
             opts = SandboxOptions(records={records}, latency_ms={LATENCY_MS},
-                                  vendors={{"imis": {{"polite_max_parallel": {polite}}}}})
+                                  vendors={{"imis": {{"polite_max_parallel": {polite}, "restore_windows_utc": []}}}})
             sb = await start_sandbox(opts, vendors=("imis",))
             print(sb.base_url, flush=True)
             await asyncio.Event().wait()
@@ -93,6 +93,7 @@ def settings(url: str, max_parallel: int) -> Settings:
                         "password": "demo-secret",
                     },
                     "options": {"page_size": PAGE},
+                    "blackouts": [],  # the sandbox restores nothing here (no windows)
                     "streams": {"Party": {}},
                 }
             },

@@ -50,6 +50,7 @@ MUTATE: dict[str, dict[str, Any]] = {
 LIMITS = {"aimsio": (10, 10), "amilia": (20, 100), "imis": (5, 1000), "aqua": (4, 10), "aimms": (4, 10)}  # fmt: skip
 CONFIGURED = ("aqua", "aimms")
 SANDBOX: dict[str, dict[str, Any]] = {
+    "imis": {"restore_windows_utc": []},  # as `blackouts = []` below: no daily restores
     "aqua": {"queued_s": 0.2, "run_s": 0.8},
     "aimms": {
         "task_phases_s": {"assigned": 0.05, "running": 0.2, "solving": 0.2},

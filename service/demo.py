@@ -145,6 +145,7 @@ def demo_settings(base: Settings, sandbox_url: str) -> Settings:
         kind = base.connector_of(name)
         vendor["base_url"] = f"{sandbox_url}/{kind}"
         vendor["enabled"] = vendor["enabled"] and kind in REGISTRY
+        vendor["blackouts"] = []  # the demo's sandbox restores nothing (see run_demo)
         for secret in ("password", "client_secret", "api_key"):
             value = vendor["auth"].get(secret)
             if value is not None and hasattr(value, "get_secret_value"):
@@ -179,7 +180,12 @@ async def run_demo(
     wanted = tuple(
         {base.connector_of(v) for v, s in base.vendors.items() if s.enabled} & set(REGISTRY)
     )
-    sandbox = await start_sandbox(SandboxOptions(records=records, seed=seed), vendors=wanted)
+    # No daily iMIS restore windows: a demo run at 06:00 or 18:00 UTC shows the sync, not a
+    # blackout (the restore behaviour has its own tests).
+    options = SandboxOptions(
+        records=records, seed=seed, vendors={"imis": {"restore_windows_utc": []}}
+    )
+    sandbox = await start_sandbox(options, vendors=wanted)
     try:
         db_path = demo_db_path(base)
         kept = _fresh_db(db_path)

@@ -18,6 +18,8 @@ import pytest
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+import sandbox.imis.sim as imis_sim
+from service.connectors.imis import ImisConnector
 from service.db import create_engine, migrate
 
 DEFAULT_PG_URL = "postgresql+asyncpg://postgres:postgres@127.0.0.1:5432/test"
@@ -116,3 +118,15 @@ async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
         yield eng
     finally:
         await eng.dispose()
+
+
+@pytest.fixture(autouse=True)
+def _no_imis_restore_windows(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """iMIS restores daily at 06:00 and 18:00 UTC (sandbox windows, connector blackouts):
+    on the wall clock, a test run at those minutes would meet them. They are off unless a
+    test marked ``imis_windows`` asks for them (those set the clock themselves)."""
+    if request.node.get_closest_marker("imis_windows") is None:
+        monkeypatch.setitem(imis_sim.DEFAULTS, "restore_windows_utc", [])
+        monkeypatch.setattr(ImisConnector, "default_blackouts", ())

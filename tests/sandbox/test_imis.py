@@ -787,6 +787,7 @@ async def test_flaky_updated_on_date_only_ignores_the_time(sandbox_factory: Any,
     [(JAN_2 + 6 * 3600 + 120, 503), (JAN_2 + 6 * 3600 + 360, 200),
      (JAN_2 + 18 * 3600 + 299, 503), (JAN_2 + 18 * 3600 - 1, 200)],
 )  # fmt: skip
+@pytest.mark.imis_windows
 async def test_restore_windows_answer_503(
     sandbox_factory: Any, http: Any, at: float, status: int
 ) -> None:
@@ -803,6 +804,7 @@ async def test_restore_windows_answer_503(
         assert "restore" in token_body["Message"]
 
 
+@pytest.mark.imis_windows
 async def test_restore_hang_mode_waits_then_503(sandbox_factory: Any, http: Any) -> None:
     clock = FakeClock(JAN_2 + 6 * 3600 + 60)
     base, _ = await start(

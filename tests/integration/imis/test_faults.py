@@ -92,6 +92,7 @@ async def test_five_percent_server_errors_are_retried(
     assert await staged(engine, "Party") == await truth(sb, "Party")
 
 
+@pytest.mark.imis_windows
 async def test_restore_window_mid_run_waits_for_its_end_on_a_fake_clock(
     db_url: str, imis_sandbox: StartImis
 ) -> None:
@@ -131,6 +132,7 @@ async def test_restore_window_mid_run_waits_for_its_end_on_a_fake_clock(
     assert stats["violations"] == []
 
 
+@pytest.mark.imis_windows
 async def test_a_run_inside_a_window_is_not_started_by_the_scheduler_windows(
     db_url: str, imis_sandbox: StartImis
 ) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import aiohttp
+import pytest
 
 from tests.integration.imis.conftest import CREDS, StartImis, at_utc, control, vendor_all
 
@@ -54,6 +55,7 @@ async def test_iqa_query_with_parameter_and_paging(imis_sandbox: StartImis) -> N
     assert status == 404
 
 
+@pytest.mark.imis_windows
 async def test_clock_control_opens_a_restore_window(imis_sandbox: StartImis) -> None:
     sb = await imis_sandbox(records=5)
     base = sb.url("imis")
