@@ -133,13 +133,11 @@ async def commit_batch(
     now = rt.clock()
     records = []
     refused_keys: list[str] = []
-    invalid = 0
     for record in batch.records:
         why = unstorable_reason(record.key, record.cursor, record.payload)
         if why is None:
             records.append(record)
             continue
-        invalid += 1
         refused_keys.append(record.key)
         log.warning("invalid record", vendor=vendor, stream=stream, key=repr(record.key), why=why)
         if refused is not None:
@@ -163,7 +161,7 @@ async def commit_batch(
                 seen_run_id=run_id if marking else None,
             )
             counts.unchanged += batch.unchanged
-            counts.invalid += invalid
+            counts.invalid += len(refused_keys)
             if batch.deleted_keys:
                 counts.deleted += await soft_delete_keys(
                     conn, vendor, stream, batch.deleted_keys, now=now
